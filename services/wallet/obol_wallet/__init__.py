@@ -1,0 +1,1 @@
+"""obol_wallet."""
