@@ -1,0 +1,1 @@
+"""One module per `obol` subcommand, each with `add_parser(commands)`."""

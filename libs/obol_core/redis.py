@@ -1,0 +1,95 @@
+"""Redis clients (single node or Cluster), Lua scripts that survive NOSCRIPT, readiness.
+
+Replies are bytes (`decode_responses=False`): amounts come back as integers or bytes and
+are converted explicitly, never guessed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any, TypeAlias
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.typing import EncodableT, KeyT
+
+from .settings import env_bool
+
+__all__ = ["LuaScript", "RedisClient", "check_redis", "create_redis"]
+
+RedisClient: TypeAlias = Redis | RedisCluster
+
+_CLUSTER_SUFFIX = "+cluster"
+
+
+def create_redis(
+    url: str,
+    *,
+    cluster: bool | None = None,
+    socket_timeout_seconds: float = 5.0,
+    health_check_interval_seconds: float = 30.0,
+) -> RedisClient:
+    """A client for `url`; a Redis Cluster client when the scheme is `redis+cluster://` /
+    `rediss+cluster://` (rewritten to `redis://` / `rediss://`) or `cluster` is true
+    (`None`: as `OBOL_REDIS_CLUSTER` says, i.e. `CommonSettings.redis_cluster`).
+
+    Connections are made lazily, on first command.
+    """
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        raise ValueError(f"not a Redis URL: {url!r}")
+    if cluster is None:
+        cluster = env_bool("OBOL_REDIS_CLUSTER", False)
+    if scheme.endswith(_CLUSTER_SUFFIX):
+        cluster = True
+        url = f"{scheme.removesuffix(_CLUSTER_SUFFIX)}://{rest}"
+    if cluster:
+        return RedisCluster.from_url(
+            url,
+            decode_responses=False,
+            health_check_interval=health_check_interval_seconds,
+            socket_timeout=socket_timeout_seconds,
+            socket_connect_timeout=socket_timeout_seconds,
+            socket_keepalive=True,
+        )
+    return Redis.from_url(
+        url,
+        decode_responses=False,
+        health_check_interval=health_check_interval_seconds,
+        socket_timeout=socket_timeout_seconds,
+        socket_connect_timeout=socket_timeout_seconds,
+        socket_keepalive=True,
+    )
+
+
+async def check_redis(client: RedisClient, *, timeout_seconds: float = 2.0) -> None:
+    """Readiness: Redis answers PING within the timeout."""
+    async with asyncio.timeout(timeout_seconds):
+        await client.ping()
+
+
+class LuaScript:
+    """A Lua script run with EVALSHA.
+
+    redis-py's `AsyncScript` (behind `register_script`) catches NOSCRIPT (the script cache
+    was flushed, Redis restarted or failed over) and reloads the script before retrying
+    once; retrying is safe because a NOSCRIPT reply means nothing ran.
+    """
+
+    def __init__(self, client: RedisClient, source: str) -> None:
+        self._client = client
+        self._source = source
+        self._script = client.register_script(source)
+
+    @property
+    def sha(self) -> str:
+        return self._script.sha
+
+    async def load(self) -> None:
+        """Load the script now (at startup) so that a syntax error fails fast."""
+        self._script.sha = await self._client.script_load(self._source)
+
+    async def __call__(self, keys: Sequence[KeyT], args: Sequence[EncodableT] = ()) -> Any:
+        """Run the script; the reply is as Redis returns it (ints, bytes, nested lists)."""
+        return await self._script(keys=keys, args=args)

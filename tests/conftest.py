@@ -1,0 +1,81 @@
+"""Suite-wide fixtures: real Postgres and Redis, started by the suite itself.
+
+Each test session gets its own embedded servers on free ports in temporary directories,
+so two runs can go side by side; they are stopped at the end of the session (and by the
+kernel if pytest dies, see obol_cli.process).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from infra.stack import running_stack
+
+from obol_cli.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from obol_cli.launcher import StackInfo
+
+
+@pytest.fixture(scope="session")
+def embedded_postgres() -> Iterator[EmbeddedPostgres]:
+    """The session's Postgres server (for tests that need to manage databases).
+
+    Its data lives in its own temporary directory rather than under pytest's basetemp,
+    whose 0700 parents the unprivileged Postgres user (when running as root) could not
+    traverse without loosening them.
+    """
+    data_dir = Path(tempfile.mkdtemp(prefix="obol-test-postgres-"))
+    try:
+        with EmbeddedPostgres(data_dir, free_port()) as postgres:
+            yield postgres
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_url(embedded_postgres: EmbeddedPostgres) -> str:
+    """DSN of database `obol` in the session's Postgres (shared by the whole session)."""
+    return embedded_postgres.url
+
+
+@pytest.fixture(scope="session")
+def embedded_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    """The session's Redis server (AOF with appendfsync always, noeviction)."""
+    with EmbeddedRedis(tmp_path_factory.mktemp("redis"), free_port()) as redis:
+        yield redis
+
+
+@pytest.fixture(scope="session")
+def redis_url(embedded_redis: EmbeddedRedis) -> str:
+    """URL of database 0 of the session's Redis (shared by the whole session)."""
+    return embedded_redis.url
+
+
+@pytest.fixture
+def fresh_database(embedded_postgres: EmbeddedPostgres) -> Iterator[str]:
+    """DSN of a new, empty database for this test only; dropped afterwards."""
+    name = f"test_{uuid.uuid4().hex}"
+    dsn = embedded_postgres.create_database(name)
+    yield dsn
+    embedded_postgres.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def stack(
+    embedded_postgres: EmbeddedPostgres, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[StackInfo]:
+    """Every Obol service as a real process, healthy, with its own database and Redis.
+
+    Yields addresses (`stack.addresses["wallet"]`, `stack.portal_url`), the storage URLs
+    and an admin API key (`stack.api_key`). Service logs: <tmp>/stack*/services.log.
+    """
+    directory = tmp_path_factory.mktemp("stack")
+    with (
+        EmbeddedRedis(directory / "redis", free_port()) as redis,
+        running_stack(embedded_postgres, redis.url, directory / "services.log") as info,
+    ):
+        yield info

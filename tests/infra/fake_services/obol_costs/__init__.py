@@ -1,0 +1,1 @@
+"""Fake obol_costs (see fake_service.py)."""

@@ -1,0 +1,1 @@
+"""Fake obol_portal (see fake_service.py)."""

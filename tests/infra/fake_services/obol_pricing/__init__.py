@@ -1,0 +1,1 @@
+"""Fake obol_pricing (see fake_service.py)."""

@@ -1,0 +1,1 @@
+"""Fake obol_wallet (see fake_service.py)."""
