@@ -1,0 +1,73 @@
+"""The WalletBackend protocol: every check-and-change of money, as one atomic step.
+
+Two implementations are held to the same tests: `RedisBackend` (one Lua call per
+mutation, ledger written behind through a stream) and `PostgresBackend` (one transaction
+per mutation; the baseline the benchmark compares against).
+
+Every mutation is idempotent on `idem.request_id`, checked in the same atomic step as the
+change: a repeat with the same `request_hash` returns the first result with
+`replayed=True` and changes nothing; a different hash raises IdempotencyKeyReused.
+Errors are the WalletError subclasses in errors.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from .model import (
+    AuthorizeRequest,
+    AuthorizeResult,
+    Balance,
+    CaptureRequest,
+    CaptureResult,
+    ChargeRequest,
+    Grant,
+    GrantRequest,
+    GrantResult,
+    Hold,
+    MutationResult,
+    RefundRequest,
+    SettingsRequest,
+    VoidRequest,
+)
+
+
+class WalletBackend(Protocol):
+    async def open_wallet(
+        self, wallet_id: str, asset_code: str, overdraft_limit: int, now_ms: int
+    ) -> None:
+        """Create the wallet's hot state (empty, hydrated). Idempotent."""
+
+    async def grant(self, request: GrantRequest) -> GrantResult:
+        """Add a grant (top-up, promotional, included, rollover, adjustment)."""
+
+    async def refund(self, request: RefundRequest) -> MutationResult:
+        """Take back up to a purchased grant's remaining (RefundExceedsRemaining)."""
+
+    async def authorize(self, request: AuthorizeRequest) -> AuthorizeResult:
+        """Reserve `amount` if available (InsufficientFunds, WalletFrozen)."""
+
+    async def capture(self, request: CaptureRequest) -> CaptureResult:
+        """Charge the hold's final amount, draw grants in order, release the rest."""
+
+    async def void(self, request: VoidRequest) -> MutationResult:
+        """Release an open hold entirely."""
+
+    async def charge(self, request: ChargeRequest) -> CaptureResult:
+        """Authorize and capture in one step."""
+
+    async def update_settings(self, request: SettingsRequest) -> MutationResult:
+        """Freeze/unfreeze, overdraft limit."""
+
+    async def balance(self, wallet_id: str, now_ms: int) -> Balance:
+        """Current balance after settling time (lazy expiry)."""
+
+    async def grants(self, wallet_id: str, now_ms: int) -> Sequence[Grant]:
+        """Every grant of the wallet, in drawdown order (active first)."""
+
+    async def hold(self, wallet_id: str, hold_id: str, now_ms: int) -> Hold:
+        """One hold (UnknownHold)."""
+
+    async def sweep(self, now_ms: int, limit: int) -> int:
+        """Settle time for up to `limit` wallets with something due; returns how many."""

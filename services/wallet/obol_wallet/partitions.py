@@ -1,0 +1,84 @@
+"""Wallet partitions and the Redis key names of a wallet (see docs/wallet.md).
+
+Every key of one wallet carries the hash tag `{p<N>}` of its partition, as does the
+partition's ledger stream, so each Lua call touches exactly one Redis Cluster slot.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+DEFAULT_PARTITIONS = 128
+HOLD_PREFIX = "hld_"
+WALLET_PREFIX = "wal_"
+_ULID_LENGTH = 26
+
+
+def partition_of(wallet_id: str, partitions: int) -> int:
+    return zlib.crc32(wallet_id.encode()) % partitions
+
+
+def hold_id_for(wallet_id: str, hold_ulid: str) -> str:
+    """A hold id that names its wallet, so Capture/Void find the wallet without a lookup."""
+    return f"{HOLD_PREFIX}{wallet_id.removeprefix(WALLET_PREFIX)}{hold_ulid}"
+
+
+def wallet_of_hold(hold_id: str) -> str | None:
+    """The wallet a hold id names, or None if it is not a hold id Obol issued."""
+    body = hold_id.removeprefix(HOLD_PREFIX)
+    if not hold_id.startswith(HOLD_PREFIX) or len(body) != 2 * _ULID_LENGTH:
+        return None
+    return WALLET_PREFIX + body[:_ULID_LENGTH]
+
+
+@dataclass(frozen=True)
+class WalletKeys:
+    partition: int
+    wallet_id: str
+
+    @property
+    def tag(self) -> str:
+        return f"{{p{self.partition}}}"
+
+    @property
+    def wallet(self) -> str:
+        return f"{self.tag}:w:{self.wallet_id}"
+
+    @property
+    def grants(self) -> str:
+        return f"{self.wallet}:g"
+
+    @property
+    def grant_queue(self) -> str:
+        return f"{self.wallet}:gq"
+
+    @property
+    def grants_pending(self) -> str:
+        return f"{self.wallet}:gp"
+
+    @property
+    def grants_expiring(self) -> str:
+        return f"{self.wallet}:gx"
+
+    @property
+    def holds_expiring(self) -> str:
+        return f"{self.wallet}:hx"
+
+    def hold(self, hold_id: str) -> str:
+        return f"{self.tag}:h:{hold_id}"
+
+    def request(self, request_id: str) -> str:
+        return f"{self.tag}:i:{self.wallet_id}:{request_id}"
+
+    @property
+    def ledger(self) -> str:
+        return f"{self.tag}:ledger"
+
+    @property
+    def due(self) -> str:
+        return f"{self.tag}:due"
+
+
+def keys_for(wallet_id: str, partitions: int) -> WalletKeys:
+    return WalletKeys(partition_of(wallet_id, partitions), wallet_id)
