@@ -36,6 +36,11 @@ SERVICES: tuple[ServiceDef, ...] = (
     ServiceDef("pricing", "obol_pricing", "OBOL_PRICING_PORT", 50052, Kind.GRPC),
     ServiceDef("costs", "obol_costs", "OBOL_COSTS_PORT", 50053, Kind.GRPC),
     ServiceDef("portal", "obol_portal", "OBOL_PORTAL_PORT", 8080, Kind.HTTP),
+    # The wallet's write-behind worker (Redis ledger stream -> Postgres); its port serves
+    # only gRPC health.
+    ServiceDef(
+        "writebehind", "obol_wallet.writebehind", "OBOL_WRITEBEHIND_HEALTH_PORT", 50061, Kind.GRPC
+    ),
 )
 
 

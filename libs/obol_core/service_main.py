@@ -7,9 +7,11 @@ Postgres and Redis as readiness checks, connections closed after the drain).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import asyncio
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -30,6 +32,17 @@ class Resources:
     redis: RedisClient | None
 
 
+# A background loop the service runs while it serves (e.g. the wallet's expiry sweeper);
+# it is cancelled at shutdown, after the RPCs have drained.
+BackgroundTask = Callable[[], Coroutine[Any, Any, None]]
+
+
+@dataclass(frozen=True)
+class ServicePlan:
+    registrations: Sequence[ServiceRegistration]
+    background: Sequence[BackgroundTask] = ()
+
+
 @dataclass(frozen=True)
 class ServiceSpec:
     name: str
@@ -37,7 +50,7 @@ class ServiceSpec:
     port_variable: str
     schema: str
     migrations: Path
-    build: Callable[[Resources], Sequence[ServiceRegistration]]
+    build: Callable[[Resources], ServicePlan]
     uses_redis: bool = False
 
 
@@ -57,12 +70,20 @@ async def _main(spec: ServiceSpec) -> None:
         client = redis
         checks.append(ReadinessCheck("redis", lambda: check_redis(client)))
 
+    plan = spec.build(Resources(settings, pool, redis))
+    tasks = [
+        asyncio.create_task(task(), name=f"{spec.name}-background") for task in plan.background
+    ]
+
     async def close() -> None:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await pool.close()
         if redis is not None:
             await redis.aclose()
 
-    await serve(settings, spec.build(Resources(settings, pool, redis)), checks, on_shutdown=[close])
+    await serve(settings, plan.registrations, checks, on_shutdown=[close])
 
 
 def launch(spec: ServiceSpec) -> None:

@@ -164,10 +164,7 @@ def test_regular_install_carries_every_project_file(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         shipped = set(archive.namelist())
     missing = sorted(check.expected_files(src) - shipped)
-    if missing:
-        pytest.xfail(
-            "known gap, owned by pyproject.toml: a regular `pip install .` (the image) "
-            f"would lack {missing}; declare data files in [tool.setuptools.package-data] "
-            '(e.g. "*" = ["migrations/*.sql", "data/*"]) and subpackages in '
-            "[tool.setuptools] packages"
-        )
+    assert not missing, (
+        f"a regular `pip install .` (the image) would lack {missing}; declare data files in "
+        "[tool.setuptools.package-data] and subpackages in [tool.setuptools] packages"
+    )

@@ -90,7 +90,7 @@ def test_run_starts_everything_and_stops_cleanly_on_sigterm(
     commands = [" ".join(p.cmdline()) for p in leftovers(str(data.parent), ports(run_env))]
     assert sum("postgres" in c for c in commands) > 3  # postmaster and its workers
     assert sum("redis-server" in c for c in commands) == 1
-    assert sum("-m obol_" in c for c in commands) == 5  # obol itself and 4 services
+    assert sum("-m obol_" in c for c in commands) == 1 + len(SERVICES)  # obol and each service
     run.signal(signal.SIGTERM)
     assert run.wait() == 0
     assert "obol: SIGTERM received; stopping" in run.lines

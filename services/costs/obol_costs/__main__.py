@@ -2,27 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from obol.costs.v1 import costs_pb2_grpc
 
 from obol_core.grpc_server import ServiceRegistration
-from obol_core.service_main import Resources, ServiceSpec, launch
+from obol_core.service_main import Resources, ServicePlan, ServiceSpec, launch
 
 from .list_prices import list_prices_card
 from .schema import MIGRATIONS_DIR, SCHEMA
 from .service import SERVICE_NAME, CostsService
 
 
-def _services(resources: Resources) -> Sequence[ServiceRegistration]:
+def _services(resources: Resources) -> ServicePlan:
     list_prices_card()  # parse the list prices before the port opens, not on the first call
-    return [
-        ServiceRegistration(
-            SERVICE_NAME,
-            CostsService(),  # type: ignore[abstract]  # other RPCs: UNIMPLEMENTED for now
-            costs_pb2_grpc.add_CostsServiceServicer_to_server,
-        )
-    ]
+    return ServicePlan(
+        [
+            ServiceRegistration(
+                SERVICE_NAME,
+                CostsService(),  # type: ignore[abstract]  # rest: UNIMPLEMENTED
+                costs_pb2_grpc.add_CostsServiceServicer_to_server,
+            )
+        ]
+    )
 
 
 SPEC = ServiceSpec(

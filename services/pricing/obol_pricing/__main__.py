@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from obol.pricing.v1 import pricing_pb2_grpc
 
 from obol_core.grpc_server import ServiceRegistration
-from obol_core.service_main import Resources, ServiceSpec, launch
+from obol_core.service_main import Resources, ServicePlan, ServiceSpec, launch
 
 from .schema import MIGRATIONS_DIR, SCHEMA
 from .service import SERVICE_NAME, PricingService
 
 
-def _services(resources: Resources) -> Sequence[ServiceRegistration]:
-    return [
-        ServiceRegistration(
-            SERVICE_NAME,
-            PricingService(resources.pool),  # type: ignore[abstract]  # other RPCs: UNIMPLEMENTED for now
-            pricing_pb2_grpc.add_PricingServiceServicer_to_server,
-        )
-    ]
+def _services(resources: Resources) -> ServicePlan:
+    return ServicePlan(
+        [
+            ServiceRegistration(
+                SERVICE_NAME,
+                PricingService(resources.pool),  # type: ignore[abstract]  # rest: UNIMPLEMENTED
+                pricing_pb2_grpc.add_PricingServiceServicer_to_server,
+            )
+        ]
+    )
 
 
 SPEC = ServiceSpec(

@@ -2,25 +2,55 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from obol.wallet.v1 import wallet_pb2_grpc
 
 from obol_core.grpc_server import ServiceRegistration
-from obol_core.service_main import Resources, ServiceSpec, launch
+from obol_core.service_main import Resources, ServicePlan, ServiceSpec, launch
 
+from .backend import WalletBackend
+from .clock import SystemClock
+from .core import WalletCore
+from .pg_backend import PostgresBackend
+from .redis_backend import RedisBackend
 from .schema import MIGRATIONS_DIR, SCHEMA
 from .service import SERVICE_NAME, WalletService
+from .settings import BackendKind, WalletSettings
+from .sweeper import run_sweeper
 
 
-def _services(resources: Resources) -> Sequence[ServiceRegistration]:
-    return [
-        ServiceRegistration(
-            SERVICE_NAME,
-            WalletService(resources.pool),  # type: ignore[abstract]  # other RPCs: UNIMPLEMENTED for now
-            wallet_pb2_grpc.add_WalletServiceServicer_to_server,
-        )
-    ]
+def _backend(resources: Resources, settings: WalletSettings) -> WalletBackend:
+    if settings.backend is BackendKind.POSTGRES:
+        return PostgresBackend(resources.pool)
+    assert resources.redis is not None
+    return RedisBackend(
+        resources.redis,
+        partitions=settings.partitions,
+        idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
+        backlog_limit=settings.backlog_limit,
+    )
+
+
+def _services(resources: Resources) -> ServicePlan:
+    settings = WalletSettings.from_env()
+    backend = _backend(resources, settings)
+    clock = SystemClock()
+    core = WalletCore(
+        resources.pool,
+        backend,
+        clock,
+        partitions=settings.partitions,
+        default_hold_ttl_ms=settings.default_hold_ttl_ms,
+    )
+    return ServicePlan(
+        [
+            ServiceRegistration(
+                SERVICE_NAME,
+                WalletService(resources.pool, core),  # type: ignore[abstract]  # rest: UNIMPLEMENTED
+                wallet_pb2_grpc.add_WalletServiceServicer_to_server,
+            )
+        ],
+        background=[lambda: run_sweeper(backend, clock)],
+    )
 
 
 SPEC = ServiceSpec(

@@ -13,7 +13,9 @@ Errors are the WalletError subclasses in errors.py.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
+
+from obol_core.errors import ObolError
 
 from .model import (
     AuthorizeRequest,
@@ -71,3 +73,22 @@ class WalletBackend(Protocol):
 
     async def sweep(self, now_ms: int, limit: int) -> int:
         """Settle time for up to `limit` wallets with something due; returns how many."""
+
+
+@runtime_checkable
+class BatchingBackend(Protocol):
+    """A backend that can run many independent mutations in one round trip (pipelined;
+    each still atomic on its own). Results are in request order; a refused item is its
+    ObolError (a WalletError, or IdempotencyKeyReused), never raised."""
+
+    async def authorize_many(
+        self, requests: Sequence[AuthorizeRequest]
+    ) -> list[AuthorizeResult | ObolError]: ...
+
+    async def capture_many(
+        self, requests: Sequence[CaptureRequest]
+    ) -> list[CaptureResult | ObolError]: ...
+
+    async def charge_many(
+        self, requests: Sequence[ChargeRequest]
+    ) -> list[CaptureResult | ObolError]: ...

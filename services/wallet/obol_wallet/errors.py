@@ -103,3 +103,9 @@ class Backpressure(WalletError, ResourceExhausted):
     """The partition's write-behind backlog is past its bound; retry after a delay."""
 
     reason = "BACKPRESSURE"
+
+
+class NoPriceBook(WalletError, FailedPrecondition):
+    """Usage (rather than an amount) was given, but no price book applies yet."""
+
+    reason = "NO_PRICE_BOOK"

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 DEFAULT_PARTITIONS = 128
 HOLD_PREFIX = "hld_"
+GRANT_PREFIX = "grt_"
 WALLET_PREFIX = "wal_"
 _ULID_LENGTH = 26
 
@@ -19,17 +20,34 @@ def partition_of(wallet_id: str, partitions: int) -> int:
     return zlib.crc32(wallet_id.encode()) % partitions
 
 
+def _child_id(prefix: str, wallet_id: str, ulid: str) -> str:
+    return f"{prefix}{wallet_id.removeprefix(WALLET_PREFIX)}{ulid}"
+
+
+def _wallet_of_child(prefix: str, child_id: str) -> str | None:
+    body = child_id.removeprefix(prefix)
+    if not child_id.startswith(prefix) or len(body) != 2 * _ULID_LENGTH:
+        return None
+    return WALLET_PREFIX + body[:_ULID_LENGTH]
+
+
 def hold_id_for(wallet_id: str, hold_ulid: str) -> str:
     """A hold id that names its wallet, so Capture/Void find the wallet without a lookup."""
-    return f"{HOLD_PREFIX}{wallet_id.removeprefix(WALLET_PREFIX)}{hold_ulid}"
+    return _child_id(HOLD_PREFIX, wallet_id, hold_ulid)
 
 
 def wallet_of_hold(hold_id: str) -> str | None:
     """The wallet a hold id names, or None if it is not a hold id Obol issued."""
-    body = hold_id.removeprefix(HOLD_PREFIX)
-    if not hold_id.startswith(HOLD_PREFIX) or len(body) != 2 * _ULID_LENGTH:
-        return None
-    return WALLET_PREFIX + body[:_ULID_LENGTH]
+    return _wallet_of_child(HOLD_PREFIX, hold_id)
+
+
+def grant_id_for(wallet_id: str, grant_ulid: str) -> str:
+    """A grant id that names its wallet (RefundGrant takes only the grant id)."""
+    return _child_id(GRANT_PREFIX, wallet_id, grant_ulid)
+
+
+def wallet_of_grant(grant_id: str) -> str | None:
+    return _wallet_of_child(GRANT_PREFIX, grant_id)
 
 
 @dataclass(frozen=True)
@@ -64,6 +82,12 @@ class WalletKeys:
     @property
     def holds_expiring(self) -> str:
         return f"{self.wallet}:hx"
+
+    @property
+    def holds_open(self) -> str:
+        """Hash of the wallet's open holds (hold id -> packed state), so that expiring a
+        hold touches only declared wallet keys."""
+        return f"{self.wallet}:ho"
 
     def hold(self, hold_id: str) -> str:
         return f"{self.tag}:h:{hold_id}"

@@ -7,23 +7,192 @@ interceptor, so handlers only translate and delegate.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from typing import TypeVar
+
 import asyncpg
+from google.protobuf.message import Message
 from obol.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 
+from obol_core.errors import InvalidArgument, ObolError, to_rpc_status
 from obol_core.grpc_server import Context
-from obol_core.idempotency import run_once
+from obol_core.idempotency import request_fingerprint, run_once
+from obol_core.money import Money
 from obol_core.pagination import decode_page_token, page_size, split_page
 from obol_core.postgres import Queryable
 
-from . import customers
-from .convert import customer_to_proto, new_customer_from_proto
+from . import assets, customers, ledger_queries, wallets
+from .balance_watch import watch_balances
+from .convert import (
+    asset_from_proto,
+    asset_to_proto,
+    customer_to_proto,
+    entry_kinds_from_proto,
+    grant_kind_from_proto,
+    grant_to_proto,
+    hold_to_proto,
+    money,
+    ms_to_timestamp,
+    new_customer_from_proto,
+    selector_from_proto,
+    timestamp_to_ms,
+    transaction_to_proto,
+    wallet_to_proto,
+)
+from .core import AuthorizeItem, CaptureItem, ChargeItem, GrantSpec, WalletCore
+from .errors import NoPriceBook
+from .model import (
+    DEFAULT_PRIORITY,
+    NEVER_EXPIRES,
+    AuthorizeResult,
+    Balance,
+    CaptureResult,
+    CostRecord,
+    GrantKind,
+    Idempotency,
+)
+from .wallets import WalletRecord
+
+GrantResponseT = TypeVar(
+    "GrantResponseT",
+    wallet_pb2.CreateGrantResponse,
+    wallet_pb2.TopUpResponse,
+    wallet_pb2.RefundGrantResponse,
+)
 
 SERVICE_NAME = wallet_pb2.DESCRIPTOR.services_by_name["WalletService"].full_name
 
 
+def _idem(method: str, request: Message) -> Idempotency:
+    """The request's idempotency key, bound to a hash of the whole request."""
+    request_id: str = getattr(request, "request_id")  # noqa: B009 - every mutation has one
+    return Idempotency(request_id, request_fingerprint(method, request).hex())
+
+
+def _amount(
+    message: wallet_pb2.AuthorizeRequest | wallet_pb2.CaptureRequest | wallet_pb2.ChargeRequest,
+) -> Money:
+    """The fixed amount of a billable oneof; usage needs a price book (pricing issue)."""
+    if message.WhichOneof("billable") == "amount":
+        return Money(message.amount.asset_code, message.amount.amount)
+    raise NoPriceBook(
+        "pricing usage needs a published price book, and none applies yet: send `amount`",
+        metadata={"field": "billable"},
+    )
+
+
+def _cost(message: wallet_pb2.CaptureRequest | wallet_pb2.ChargeRequest) -> CostRecord | None:
+    if message.WhichOneof("cost") == "provider_cost":
+        return CostRecord(message.provider_cost.asset_code, message.provider_cost.amount)
+    return None
+
+
+def _settlement(
+    asset_code: str, result: CaptureResult, cost: CostRecord | None
+) -> wallet_pb2.Settlement:
+    settlement = wallet_pb2.Settlement(
+        charged=money(asset_code, result.charged),
+        revenue=money(asset_code, result.charged),
+        cost_source=wallet_pb2.COST_SOURCE_PROVIDER_REPORTED
+        if cost
+        else wallet_pb2.COST_SOURCE_UNRATED,
+    )
+    if cost is not None:
+        settlement.cost.CopyFrom(money(cost.currency, cost.amount))
+        if cost.currency == asset_code:
+            settlement.margin.CopyFrom(money(asset_code, result.charged - cost.amount))
+    return settlement
+
+
+def _authorize_item(request: wallet_pb2.AuthorizeRequest) -> AuthorizeItem:
+    amount = _amount(request)
+    return AuthorizeItem(
+        idem=_idem("Authorize", request),
+        selector=selector_from_proto(request.wallet),
+        asset_code=amount.asset_code,
+        amount=amount.amount,
+        ttl_ms=request.ttl.ToMilliseconds() if request.HasField("ttl") else None,
+        memo=dict(request.metadata),
+    )
+
+
+def _authorize_response(
+    record: WalletRecord, result: AuthorizeResult
+) -> wallet_pb2.AuthorizeResponse:
+    return wallet_pb2.AuthorizeResponse(
+        hold_id=result.hold_id,
+        held=money(record.asset_code, result.held),
+        available=money(record.asset_code, result.balance.available),
+        expire_time=ms_to_timestamp(result.expires_ms),
+        wallet_id=record.wallet_id,
+        balance_version=result.balance.version,
+    )
+
+
+def _capture_item(request: wallet_pb2.CaptureRequest) -> CaptureItem:
+    amount = _amount(request)
+    return CaptureItem(
+        idem=_idem("Capture", request),
+        hold_id=request.hold_id,
+        asset_code=amount.asset_code,
+        amount=amount.amount,
+        allow_overcapture=request.allow_overcapture,
+        cost=_cost(request),
+        memo=dict(request.metadata),
+    )
+
+
+def _capture_response(
+    record: WalletRecord, result: CaptureResult, cost: CostRecord | None
+) -> wallet_pb2.CaptureResponse:
+    asset = record.asset_code
+    return wallet_pb2.CaptureResponse(
+        hold_id=result.hold_id,
+        transaction_id=result.entry_ids[-1] if result.entry_ids else "",
+        settlement=_settlement(asset, result, cost),
+        released=money(asset, result.released),
+        available=money(asset, result.balance.available),
+        balance_version=result.balance.version,
+    )
+
+
+def _charge_item(request: wallet_pb2.ChargeRequest) -> ChargeItem:
+    amount = _amount(request)
+    return ChargeItem(
+        idem=_idem("Charge", request),
+        selector=selector_from_proto(request.wallet),
+        asset_code=amount.asset_code,
+        amount=amount.amount,
+        cost=_cost(request),
+        memo=dict(request.metadata),
+    )
+
+
+def _charge_response(
+    record: WalletRecord, result: CaptureResult, cost: CostRecord | None
+) -> wallet_pb2.ChargeResponse:
+    return wallet_pb2.ChargeResponse(
+        transaction_id=result.entry_ids[-1] if result.entry_ids else "",
+        settlement=_settlement(record.asset_code, result, cost),
+        available=money(record.asset_code, result.balance.available),
+        wallet_id=record.wallet_id,
+        balance_version=result.balance.version,
+    )
+
+
 class WalletService(wallet_pb2_grpc.WalletServiceServicer):
-    def __init__(self, pool: asyncpg.Pool[asyncpg.Record]) -> None:
+    def __init__(self, pool: asyncpg.Pool[asyncpg.Record], core: WalletCore) -> None:
         self._pool = pool
+        self._core = core
+
+    async def _wallet_message(
+        self, record: WalletRecord, balance: Balance | None = None
+    ) -> wallet_pb2.Wallet:
+        now = self._core.clock.now_ms()
+        if balance is None:
+            balance = await self._core.backend.balance(record.wallet_id, now)
+        grants = await self._core.backend.grants(record.wallet_id, now)
+        return wallet_to_proto(record, balance, grants)
 
     async def CreateCustomer(
         self, request: wallet_pb2.CreateCustomerRequest, context: Context
@@ -66,3 +235,406 @@ class WalletService(wallet_pb2_grpc.WalletServiceServicer):
         return wallet_pb2.ListCustomersResponse(
             customers=[customer_to_proto(row) for row in page], next_page_token=next_token
         )
+
+    # ---- assets ----
+
+    async def CreateAsset(
+        self, request: wallet_pb2.CreateAssetRequest, context: Context
+    ) -> wallet_pb2.CreateAssetResponse:
+        async def create(conn: Queryable) -> wallet_pb2.CreateAssetResponse:
+            created = await assets.create_asset(conn, asset_from_proto(request.asset))
+            return wallet_pb2.CreateAssetResponse(asset=asset_to_proto(created))
+
+        return await run_once(
+            self._pool,
+            request_id=request.request_id,
+            method="CreateAsset",
+            request=request,
+            response_type=wallet_pb2.CreateAssetResponse,
+            mutation=create,
+        )
+
+    async def GetAsset(
+        self, request: wallet_pb2.GetAssetRequest, context: Context
+    ) -> wallet_pb2.GetAssetResponse:
+        found = await assets.get_asset(self._pool, request.asset_code)
+        return wallet_pb2.GetAssetResponse(asset=asset_to_proto(found))
+
+    async def ListAssets(
+        self, request: wallet_pb2.ListAssetsRequest, context: Context
+    ) -> wallet_pb2.ListAssetsResponse:
+        limit = page_size(request.page_size)
+        rows = await assets.list_assets(
+            self._pool, limit=limit + 1, after=decode_page_token(request.page_token)
+        )
+        page, next_token = split_page(rows, limit, lambda row: row.asset_code)
+        return wallet_pb2.ListAssetsResponse(
+            assets=[asset_to_proto(row) for row in page], next_page_token=next_token
+        )
+
+    # ---- wallets ----
+
+    async def CreateWallet(
+        self, request: wallet_pb2.CreateWalletRequest, context: Context
+    ) -> wallet_pb2.CreateWalletResponse:
+        async def create(conn: Queryable) -> wallet_pb2.CreateWalletResponse:
+            await assets.get_asset(conn, request.asset_code)
+            limit = request.overdraft_limit
+            if limit.asset_code not in ("", request.asset_code):
+                raise InvalidArgument.for_field(
+                    "overdraft_limit.asset_code", f"must be the wallet's asset {request.asset_code}"
+                )
+            record = await self._core.insert_wallet(
+                conn, request.customer_id, request.asset_code, limit.amount
+            )
+            return wallet_pb2.CreateWalletResponse(
+                wallet=wallet_pb2.Wallet(wallet_id=record.wallet_id)
+            )
+
+        created = await run_once(
+            self._pool,
+            request_id=request.request_id,
+            method="CreateWallet",
+            request=request,
+            response_type=wallet_pb2.CreateWalletResponse,
+            mutation=create,
+        )
+        # After the commit (the Postgres backend reads the row from another connection);
+        # a replay opens it again, which leaves an open wallet as it is.
+        record = await self._core.open_wallet(
+            created.wallet.wallet_id, request.overdraft_limit.amount
+        )
+        return wallet_pb2.CreateWalletResponse(wallet=await self._wallet_message(record))
+
+    async def GetWallet(
+        self, request: wallet_pb2.GetWalletRequest, context: Context
+    ) -> wallet_pb2.GetWalletResponse:
+        view = await self._core.view(selector_from_proto(request.wallet))
+        return wallet_pb2.GetWalletResponse(
+            wallet=wallet_to_proto(view.record, view.balance, view.grants)
+        )
+
+    async def ListWallets(
+        self, request: wallet_pb2.ListWalletsRequest, context: Context
+    ) -> wallet_pb2.ListWalletsResponse:
+        limit = page_size(request.page_size)
+        rows = await wallets.list_wallets(
+            self._pool,
+            limit=limit + 1,
+            after=decode_page_token(request.page_token),
+            customer_id=request.customer_id,
+            asset_code=request.asset_code,
+        )
+        page, next_token = split_page(rows, limit, lambda row: row.wallet_id)
+        messages = [await self._wallet_message(row) for row in page]
+        if request.frozen_only:
+            messages = [m for m in messages if m.frozen]
+        return wallet_pb2.ListWalletsResponse(wallets=messages, next_page_token=next_token)
+
+    async def FreezeWallet(
+        self, request: wallet_pb2.FreezeWalletRequest, context: Context
+    ) -> wallet_pb2.FreezeWalletResponse:
+        record, result = await self._core.update_settings(
+            _idem("FreezeWallet", request), request.wallet_id, frozen=True
+        )
+        return wallet_pb2.FreezeWalletResponse(
+            wallet=await self._wallet_message(record, result.balance)
+        )
+
+    async def UnfreezeWallet(
+        self, request: wallet_pb2.UnfreezeWalletRequest, context: Context
+    ) -> wallet_pb2.UnfreezeWalletResponse:
+        record, result = await self._core.update_settings(
+            _idem("UnfreezeWallet", request), request.wallet_id, frozen=False
+        )
+        return wallet_pb2.UnfreezeWalletResponse(
+            wallet=await self._wallet_message(record, result.balance)
+        )
+
+    async def UpdateWallet(
+        self, request: wallet_pb2.UpdateWalletRequest, context: Context
+    ) -> wallet_pb2.UpdateWalletResponse:
+        record, result = await self._core.update_settings(
+            _idem("UpdateWallet", request),
+            request.wallet.wallet_id,
+            overdraft_limit=request.wallet.overdraft_limit.amount,
+        )
+        return wallet_pb2.UpdateWalletResponse(
+            wallet=await self._wallet_message(record, result.balance)
+        )
+
+    # ---- grants ----
+
+    async def CreateGrant(
+        self, request: wallet_pb2.CreateGrantRequest, context: Context
+    ) -> wallet_pb2.CreateGrantResponse:
+        spec = GrantSpec(
+            kind=grant_kind_from_proto(request.kind),
+            amount=request.amount.amount,
+            priority=request.priority if request.HasField("priority") else DEFAULT_PRIORITY,
+            effective_ms=timestamp_to_ms(request.effective_time)
+            if request.HasField("effective_time")
+            else None,
+            expires_ms=timestamp_to_ms(request.expire_time)
+            if request.HasField("expire_time")
+            else NEVER_EXPIRES,
+            memo={
+                "external_id": request.external_id,
+                "description": request.description,
+                "subscription_id": request.subscription_id,
+                "rollover_from_grant_id": request.rollover_from_grant_id,
+            },
+        )
+        record, result = await self._core.grant(
+            _idem("CreateGrant", request),
+            selector_from_proto(request.wallet),
+            request.amount.asset_code,
+            spec,
+        )
+        return await self._grant_response(
+            record, result.grant_id, result.balance, wallet_pb2.CreateGrantResponse
+        )
+
+    async def TopUp(
+        self, request: wallet_pb2.TopUpRequest, context: Context
+    ) -> wallet_pb2.TopUpResponse:
+        spec = GrantSpec(
+            kind=GrantKind.PURCHASED,
+            amount=request.amount.amount,
+            priority=request.priority if request.HasField("priority") else DEFAULT_PRIORITY,
+            expires_ms=timestamp_to_ms(request.expire_time)
+            if request.HasField("expire_time")
+            else NEVER_EXPIRES,
+            memo={
+                "payment_reference": request.payment_reference,
+                "description": request.description,
+            },
+        )
+        record, result = await self._core.grant(
+            _idem("TopUp", request),
+            selector_from_proto(request.wallet),
+            request.amount.asset_code,
+            spec,
+        )
+        response = await self._grant_response(
+            record, result.grant_id, result.balance, wallet_pb2.TopUpResponse
+        )
+        response.transaction_id = result.entry_ids[-1] if result.entry_ids else ""
+        return response
+
+    async def _grant_response(
+        self,
+        record: WalletRecord,
+        grant_id: str,
+        balance: Balance,
+        response_type: type[GrantResponseT],
+    ) -> GrantResponseT:
+        now = self._core.clock.now_ms()
+        grants = await self._core.backend.grants(record.wallet_id, now)
+        response = response_type(wallet=wallet_to_proto(record, balance, grants))
+        for grant in grants:
+            if grant.grant_id == grant_id:
+                response.grant.CopyFrom(
+                    grant_to_proto(grant, record.customer_id, record.asset_code, now)
+                )
+        return response
+
+    async def ListGrants(
+        self, request: wallet_pb2.ListGrantsRequest, context: Context
+    ) -> wallet_pb2.ListGrantsResponse:
+        view = await self._core.view(selector_from_proto(request.wallet))
+        now = view.balance.as_of_ms
+        messages = [
+            grant_to_proto(g, view.record.customer_id, view.record.asset_code, now)
+            for g in view.grants
+        ]
+        if request.states:
+            messages = [m for m in messages if m.state in request.states]
+        if request.kinds:
+            messages = [m for m in messages if m.kind in request.kinds]
+        limit = page_size(request.page_size)
+        after = decode_page_token(request.page_token)
+        if after is not None:
+            ids = [m.grant_id for m in messages]
+            messages = messages[ids.index(after) + 1 :] if after in ids else []
+        page, next_token = split_page(messages, limit, lambda m: m.grant_id)
+        return wallet_pb2.ListGrantsResponse(grants=page, next_page_token=next_token)
+
+    async def RefundGrant(
+        self, request: wallet_pb2.RefundGrantRequest, context: Context
+    ) -> wallet_pb2.RefundGrantResponse:
+        result = await self._core.refund(
+            _idem("RefundGrant", request),
+            request.grant_id,
+            request.amount.asset_code,
+            request.amount.amount,
+        )
+        record = await self._core.directory.get(result.balance.wallet_id)
+        response = await self._grant_response(
+            record, request.grant_id, result.balance, wallet_pb2.RefundGrantResponse
+        )
+        response.refunded.CopyFrom(money(record.asset_code, request.amount.amount))
+        response.transaction_id = result.entry_ids[-1] if result.entry_ids else ""
+        return response
+
+    # ---- holds ----
+
+    async def Authorize(
+        self, request: wallet_pb2.AuthorizeRequest, context: Context
+    ) -> wallet_pb2.AuthorizeResponse:
+        record, result = await self._core.authorize(_authorize_item(request))
+        return _authorize_response(record, result)
+
+    async def Capture(
+        self, request: wallet_pb2.CaptureRequest, context: Context
+    ) -> wallet_pb2.CaptureResponse:
+        item = _capture_item(request)
+        record, result = await self._core.capture(item)
+        return _capture_response(record, result, item.cost)
+
+    async def Void(
+        self, request: wallet_pb2.VoidRequest, context: Context
+    ) -> wallet_pb2.VoidResponse:
+        before = await self._core.hold(request.hold_id)
+        result = await self._core.void(_idem("Void", request), request.hold_id)
+        asset = result.balance.asset_code
+        return wallet_pb2.VoidResponse(
+            hold_id=request.hold_id,
+            released=money(asset, before.authorized - before.debited),
+            available=money(asset, result.balance.available),
+            transaction_id=result.entry_ids[-1] if result.entry_ids else "",
+            balance_version=result.balance.version,
+        )
+
+    async def Charge(
+        self, request: wallet_pb2.ChargeRequest, context: Context
+    ) -> wallet_pb2.ChargeResponse:
+        item = _charge_item(request)
+        record, result = await self._core.charge(item)
+        return _charge_response(record, result, item.cost)
+
+    # ---- batches: a malformed batch is refused whole by validation; domain errors are
+    # per item, as google.rpc.Status in that item's result ----
+
+    async def BatchAuthorize(
+        self, request: wallet_pb2.BatchAuthorizeRequest, context: Context
+    ) -> wallet_pb2.BatchAuthorizeResponse:
+        items = [_authorize_item(item) for item in request.items]
+        response = wallet_pb2.BatchAuthorizeResponse()
+        for record, outcome in await self._core.authorize_batch(items):
+            if isinstance(outcome, ObolError):
+                response.results.add(error=to_rpc_status(outcome))
+            else:
+                assert record is not None
+                response.results.add(response=_authorize_response(record, outcome))
+        return response
+
+    async def BatchCapture(
+        self, request: wallet_pb2.BatchCaptureRequest, context: Context
+    ) -> wallet_pb2.BatchCaptureResponse:
+        items = [_capture_item(item) for item in request.items]
+        response = wallet_pb2.BatchCaptureResponse()
+        for item, (record, outcome) in zip(
+            items, await self._core.capture_batch(items), strict=True
+        ):
+            if isinstance(outcome, ObolError):
+                response.results.add(error=to_rpc_status(outcome))
+            else:
+                assert record is not None
+                response.results.add(response=_capture_response(record, outcome, item.cost))
+        return response
+
+    async def BatchCharge(
+        self, request: wallet_pb2.BatchChargeRequest, context: Context
+    ) -> wallet_pb2.BatchChargeResponse:
+        items = [_charge_item(item) for item in request.items]
+        response = wallet_pb2.BatchChargeResponse()
+        for item, (record, outcome) in zip(
+            items, await self._core.charge_batch(items), strict=True
+        ):
+            if isinstance(outcome, ObolError):
+                response.results.add(error=to_rpc_status(outcome))
+            else:
+                assert record is not None
+                response.results.add(response=_charge_response(record, outcome, item.cost))
+        return response
+
+    async def WatchBalance(
+        self, request: wallet_pb2.WatchBalanceRequest, context: Context
+    ) -> AsyncIterator[wallet_pb2.WatchBalanceResponse]:
+        async for view in watch_balances(
+            self._core, wallet_ids=list(request.wallet_ids), customer_id=request.customer_id
+        ):
+            yield wallet_pb2.WatchBalanceResponse(
+                wallet=wallet_to_proto(view.record, view.balance, view.grants)
+            )
+
+    # ---- ledger (Postgres, the system of record; the Redis backend's entries appear once
+    # the write-behind has written them) ----
+
+    async def ListTransactions(
+        self, request: wallet_pb2.ListTransactionsRequest, context: Context
+    ) -> wallet_pb2.ListTransactionsResponse:
+        where = ledger_queries.TransactionFilter(
+            wallet_id=request.wallet_id,
+            customer_id=request.customer_id,
+            kinds=entry_kinds_from_proto(request.kinds),
+            hold_id=request.hold_id,
+            start_ms=timestamp_to_ms(request.time_range.start_time)
+            if request.time_range.HasField("start_time")
+            else None,
+            end_ms=timestamp_to_ms(request.time_range.end_time)
+            if request.time_range.HasField("end_time")
+            else None,
+        )
+        limit = page_size(request.page_size)
+        rows = await ledger_queries.list_transactions(
+            self._pool,
+            where,
+            limit=limit + 1,
+            after=decode_page_token(request.page_token),
+            with_lines=request.view == wallet_pb2.TRANSACTION_VIEW_FULL,
+        )
+        page, next_token = split_page(rows, limit, ledger_queries.page_key)
+        return wallet_pb2.ListTransactionsResponse(
+            transactions=[transaction_to_proto(row) for row in page], next_page_token=next_token
+        )
+
+    async def GetTransaction(
+        self, request: wallet_pb2.GetTransactionRequest, context: Context
+    ) -> wallet_pb2.GetTransactionResponse:
+        found = await ledger_queries.get_transaction(self._pool, request.transaction_id)
+        return wallet_pb2.GetTransactionResponse(transaction=transaction_to_proto(found))
+
+    async def VerifyLedger(
+        self, request: wallet_pb2.VerifyLedgerRequest, context: Context
+    ) -> wallet_pb2.VerifyLedgerResponse:
+        record = await self._core.directory.get(request.wallet_id)
+        checked = await ledger_queries.verify_chain(
+            self._pool, record.wallet_id, from_seq=request.from_sequence
+        )
+        ledger = await ledger_queries.wallet_balances(self._pool, record.wallet_id)
+        live = await self._core.backend.balance(record.wallet_id, self._core.clock.now_ms())
+        asset = record.asset_code
+        ledger_balance = ledger.total
+        live_balance = live.active + live.overdraft_used
+        return wallet_pb2.VerifyLedgerResponse(
+            valid=checked.valid,
+            entries_checked=checked.entries_checked,
+            head_sequence=checked.head_seq,
+            head_hash=checked.head_hash,
+            first_invalid_sequence=checked.first_invalid_seq,
+            first_invalid_transaction_id=checked.first_invalid_entry_id,
+            problem=checked.problem,
+            ledger_balance=money(asset, ledger_balance),
+            live_balance=money(asset, live_balance),
+            live_held=money(asset, live.held),
+            balance_matches=ledger_balance == live_balance,
+        )
+
+    async def GetHold(
+        self, request: wallet_pb2.GetHoldRequest, context: Context
+    ) -> wallet_pb2.GetHoldResponse:
+        hold = await self._core.hold(request.hold_id)
+        record = await self._core.directory.get(hold.wallet_id)
+        return wallet_pb2.GetHoldResponse(hold=hold_to_proto(hold, record))

@@ -25,7 +25,7 @@ from pathlib import Path
 import grpc
 
 
-def main(name: str) -> None:
+def main(name: str, port_env: str | None = None) -> None:
     state = Path(os.environ["FAKE_STATE_DIR"])
     (state / f"{name}.env.json").write_text(json.dumps(dict(os.environ)))
     if os.environ.get("FAKE_FAIL") == name:
@@ -34,7 +34,7 @@ def main(name: str) -> None:
     if os.environ.get("FAKE_GRANDCHILD"):
         sleeper = subprocess.Popen(["sleep", "1000"])
         (state / f"{name}.grandchild").write_text(str(sleeper.pid))
-    port = int(os.environ[f"OBOL_{name.upper()}_PORT"])
+    port = int(os.environ[port_env or f"OBOL_{name.upper()}_PORT"])
     ready = os.environ.get("FAKE_UNREADY") != name
     stop = _serve_http(port, ready) if name == "portal" else _serve_grpc(port, ready)
     print(f"fake {name} listening on 127.0.0.1:{port}", flush=True)

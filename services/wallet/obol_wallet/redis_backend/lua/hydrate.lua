@@ -1,0 +1,50 @@
+-- hydrate.lua: load a wallet's hot state from a snapshot, only if it is not hydrated.
+-- ARGV[4] asset, [5] overdraft limit, [6] overdraft used, [7] frozen ('0'/'1'), [8] seq,
+-- [9] version, [10] number of grants, then per grant: id, remaining, amount, priority,
+-- effective, expires, kind, created, refunded; then the number of open holds and per
+-- hold: id, authorized, debited, expires, created, request id.
+-- The holds' records and the idempotency records are loaded before (hydrate_records.lua):
+-- `hydrated` is set last, in this call, so nothing is served before all of it is there.
+-- Nothing is settled here: the next call settles time with its own clock.
+-- Reply {'ok', '1' loaded | '0' already hydrated}.
+if W then
+  return {'ok', '0'}
+end
+redis.call('DEL', K_W, K_G, K_GQ, K_GP, K_GX, K_HX, K_HO) -- leftovers of a partial state
+redis.call('ZREM', K_DUE, WALLET_ID)
+W = {asset = ARGV[4], limit = tonumber(ARGV[5]), od = tonumber(ARGV[6]), held = 0, active = 0,
+  frozen = ARGV[7] == '1', seq = tonumber(ARGV[8]), ver = tonumber(ARGV[9]), due = 0,
+  due_dirty = false}
+
+local at = 10
+for _ = 1, tonumber(ARGV[at]) do
+  local g = {id = ARGV[at + 1], remaining = tonumber(ARGV[at + 2]),
+    amount = tonumber(ARGV[at + 3]), priority = tonumber(ARGV[at + 4]),
+    effective = tonumber(ARGV[at + 5]), expires = tonumber(ARGV[at + 6]), kind = ARGV[at + 7],
+    created = tonumber(ARGV[at + 8]), refunded = tonumber(ARGV[at + 9])}
+  grant_save(g)
+  if g.effective <= NOW then
+    W.active = W.active + g.remaining
+    redis.call('ZADD', K_GQ, 0, grant_member(g))
+    if g.expires ~= 0 then
+      redis.call('ZADD', K_GX, fmt(g.expires), g.id)
+    end
+  else
+    redis.call('ZADD', K_GP, fmt(g.effective), g.id)
+  end
+  at = at + 9
+end
+at = at + 1
+for _ = 1, tonumber(ARGV[at]) do
+  local h = {authorized = tonumber(ARGV[at + 2]), debited = tonumber(ARGV[at + 3]),
+    expires = tonumber(ARGV[at + 4]), created = tonumber(ARGV[at + 5]), rid = ARGV[at + 6]}
+  redis.call('HSET', K_HO, ARGV[at + 1], hold_pack(h))
+  redis.call('ZADD', K_HX, fmt(h.expires), ARGV[at + 1])
+  W.held = W.held + h.authorized - h.debited
+  at = at + 6
+end
+due_recompute()
+redis.call('HSET', K_W, 'asset', W.asset, 'limit', fmt(W.limit), 'od', fmt(W.od),
+  'held', fmt(W.held), 'active', fmt(W.active), 'frozen', W.frozen and '1' or '0',
+  'seq', fmt(W.seq), 'ver', fmt(W.ver), 'due', fmt(W.due), 'hydrated', '1')
+return {'ok', '1'}

@@ -1,0 +1,59 @@
+"""Wallet-specific settings (the common ones are in obol_core.settings).
+
+| Variable | Default | Meaning |
+| --- | --- | --- |
+| `OBOL_WALLET_BACKEND` | `redis` | `redis` (Lua hot path, ledger written behind) or `postgres` (the baseline: one transaction per operation). |
+| `OBOL_WALLET_PARTITIONS` | `128` | Number of Redis partitions (hash tags) wallets are spread over; fixed for a deployment's life. |
+| `OBOL_IDEMPOTENCY_TTL_SECONDS` | `604800` | How long a hot-path request_id is remembered in Redis (it is kept in Postgres too). |
+| `OBOL_WALLET_BACKLOG_LIMIT` | `100000` | Unwritten ledger messages per partition past which spends are refused (RESOURCE_EXHAUSTED). |
+| `OBOL_HOLD_TTL_SECONDS` | `600` | Default hold TTL when Authorize sets none. |
+"""
+
+# ruff: noqa: E501
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from obol_core.settings import env_choice, env_int
+
+from .partitions import DEFAULT_PARTITIONS
+
+
+class BackendKind(enum.Enum):
+    REDIS = "redis"
+    POSTGRES = "postgres"
+
+
+@dataclass(frozen=True)
+class WalletSettings:
+    backend: BackendKind
+    partitions: int
+    idempotency_ttl_seconds: int
+    backlog_limit: int
+    default_hold_ttl_ms: int
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> WalletSettings:
+        return cls(
+            backend=env_choice(
+                "OBOL_WALLET_BACKEND", BackendKind.REDIS, BackendKind, environ=environ
+            ),
+            partitions=env_int(
+                "OBOL_WALLET_PARTITIONS",
+                DEFAULT_PARTITIONS,
+                min_value=1,
+                max_value=16384,
+                environ=environ,
+            ),
+            idempotency_ttl_seconds=env_int(
+                "OBOL_IDEMPOTENCY_TTL_SECONDS", 7 * 86400, min_value=60, environ=environ
+            ),
+            backlog_limit=env_int(
+                "OBOL_WALLET_BACKLOG_LIMIT", 100_000, min_value=1, environ=environ
+            ),
+            default_hold_ttl_ms=1000
+            * env_int("OBOL_HOLD_TTL_SECONDS", 600, min_value=1, max_value=86400, environ=environ),
+        )

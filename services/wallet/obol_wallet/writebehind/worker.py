@@ -1,0 +1,299 @@
+"""WriteBehind: move the partitions' ledger streams into Postgres, acknowledging only after
+COMMIT.
+
+Each partition `p` has a stream `{pN}:ledger` read through the consumer group
+`writebehind`. A read batch of one partition is written in one Postgres transaction (under
+the partition's advisory lock, see apply.py); after COMMIT its ids are XACKed and XDELed in
+one Lua call, so XLEN is the partition's backlog. A write that fails leaves its messages
+pending: the partition then re-reads its own pending messages (id `0`) before anything new,
+so per-wallet order holds and a batch is retried until it goes through. Messages left
+pending by a dead consumer are taken over with XAUTOCLAIM once idle for `claim_idle_ms`,
+and re-read in id order the same way. A replayed message is harmless: entries already
+chained are skipped, rows are written only from newer versions.
+
+Nothing is ever skipped: a message that cannot be decoded, or whose entries would leave a
+gap in a wallet's chain, stops its partition (fail closed: logged, counted in
+`obol.writebehind.failures`, retried with backoff) until it can be written.
+
+Reads: on a single Redis node one XREADGROUP covers all the worker's streams and blocks up
+to `block_ms`. On Redis Cluster every partition's stream is in its own slot, so each is
+read with its own non-blocking XREADGROUP (concurrently), and the worker sleeps `block_ms`
+when all are empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import weakref
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import structlog
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ResponseError
+from redis.typing import KeyT, StreamIdT
+
+from obol_core.redis import LuaScript, RedisClient
+
+from ..redis_backend.codec import STREAM_GROUP, decode_message, ledger_stream
+from .apply import apply_messages
+
+LAG_REFRESH_SECONDS = 1.0
+MAX_BACKOFF_SECONDS = 5.0
+_ACK_CHUNK = 1000
+
+# XACK then XDEL of the same ids, atomically: an acked message never lingers in the stream.
+_ACK_SOURCE = """
+redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 2))
+return redis.call('XDEL', KEYS[1], unpack(ARGV, 2))
+"""
+
+_log = structlog.get_logger("obol.writebehind")
+
+Message = tuple[bytes, dict[bytes, bytes]]
+
+
+@dataclass(frozen=True)
+class PartitionLag:
+    backlog: int  # messages not yet written (written ones are deleted from the stream)
+    oldest_age_ms: int  # age of the oldest of them; 0 when there are none
+
+
+@dataclass(frozen=True)
+class StepResult:
+    handled: int  # messages written and acknowledged
+    failures: Mapping[int, BaseException] = field(default_factory=dict)  # partition -> error
+
+
+class WriteBehindError(Exception):
+    """Some partitions could not be written (their messages stay pending)."""
+
+    def __init__(self, failures: Mapping[int, BaseException]) -> None:
+        detail = "; ".join(f"partition {p}: {err}" for p, err in sorted(failures.items()))
+        super().__init__(f"write-behind failed: {detail}")
+        self.failures = dict(failures)
+
+
+class WriteBehind:
+    def __init__(
+        self,
+        redis: RedisClient,
+        pool: asyncpg.Pool[asyncpg.Record],
+        partitions: Sequence[int],
+        consumer: str,
+        batch: int = 500,
+        block_ms: int = 200,
+        claim_idle_ms: int = 30_000,
+    ) -> None:
+        self._redis = redis
+        self._pool = pool
+        self._partitions = partitions
+        self._consumer = consumer
+        self._batch = batch
+        self._block_ms = block_ms
+        self._claim_idle_ms = claim_idle_ms
+        self._keys = {ledger_stream(p): p for p in partitions}
+        # Partitions whose own pending messages must be (re)read first: all of them at
+        # start, since a previous run of this consumer may have died before acking.
+        self._retry: set[int] = set(partitions)
+        self._ack_script = LuaScript(redis, _ACK_SOURCE)
+        self._ready = False
+        self._next_claim = 0.0
+        self._next_lag = 0.0
+        self.last_lag: dict[int, PartitionLag] = {}
+        _workers.add(self)
+
+    async def setup(self) -> None:
+        """Create the consumer groups (from the start of each stream) if missing."""
+        if self._ready:
+            return
+        for key in self._keys:
+            try:
+                await self._redis.xgroup_create(key, STREAM_GROUP, id="0", mkstream=True)
+            except ResponseError as err:
+                if "BUSYGROUP" not in str(err):
+                    raise
+        self._ready = True
+
+    async def run_until(self, stop: asyncio.Event) -> None:
+        """Work until `stop` is set; the batch in flight is finished (written and acked)."""
+        await self.setup()
+        backoff = 0.0
+        while not stop.is_set():
+            try:
+                failed = bool((await self.step()).failures)
+            except Exception:
+                _log.exception("write-behind step failed", consumer=self._consumer)
+                failed = True
+            if not failed:
+                backoff = 0.0
+                continue
+            backoff = min(max(2 * backoff, 0.1), MAX_BACKOFF_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), backoff)
+        _log.info("write-behind stopped", consumer=self._consumer)
+
+    async def drain(self) -> int:
+        """Write everything readable now (for tests and `obol rebuild`); returns how many
+        messages were written. WriteBehindError if a partition fails."""
+        await self.setup()
+        total = 0
+        while True:
+            read_new = not self._retry  # else this round re-reads pending messages
+            result = await self.step(block=False)
+            if result.failures:
+                raise WriteBehindError(result.failures)
+            total += result.handled
+            if result.handled == 0 and read_new:
+                return total
+
+    async def step(self, *, block: bool = True) -> StepResult:
+        """One round: claim idle pending messages if due, read, write, acknowledge."""
+        await self.setup()
+        if time.monotonic() >= self._next_claim:
+            await self._claim()
+            self._next_claim = time.monotonic() + self._claim_idle_ms / 2000
+        batches = await self._read(block)
+        handled = 0
+        failures: dict[int, BaseException] = {}
+        for partition, messages in batches.items():
+            try:
+                handled += await self._write(partition, messages)
+            except Exception as err:
+                failures[partition] = err
+                self._retry.add(partition)
+                _failures.add(1, {"partition": str(partition)})
+                _log.error(
+                    "write-behind batch failed; its messages stay pending and are retried",
+                    partition=partition,
+                    messages=len(messages),
+                    error=f"{type(err).__name__}: {err}",
+                )
+        if time.monotonic() >= self._next_lag:
+            await self.lag()
+        return StepResult(handled, failures)
+
+    async def lag(self) -> dict[int, PartitionLag]:
+        """Backlog and age of the oldest unwritten message, per partition."""
+        pipe = self._redis.pipeline(transaction=False)
+        for key in self._keys:
+            pipe.xlen(key)
+            pipe.xrange(key, "-", "+", count=1)
+        replies = await pipe.execute()
+        now_ms = time.time_ns() // 1_000_000
+        lags: dict[int, PartitionLag] = {}
+        for index, partition in enumerate(self._keys.values()):
+            backlog, first = replies[2 * index], replies[2 * index + 1]
+            age = now_ms - int(first[0][0].split(b"-")[0]) if first else 0
+            lags[partition] = PartitionLag(int(backlog), max(age, 0))
+        self.last_lag = lags
+        self._next_lag = time.monotonic() + LAG_REFRESH_SECONDS
+        return lags
+
+    async def _claim(self) -> None:
+        for key, partition in self._keys.items():
+            start: bytes | str = "0-0"
+            while True:
+                reply = await self._redis.xautoclaim(
+                    key,
+                    STREAM_GROUP,
+                    self._consumer,
+                    min_idle_time=self._claim_idle_ms,
+                    start_id=start,
+                    count=self._batch,
+                )
+                if reply[1]:
+                    self._retry.add(partition)
+                    _log.warning(
+                        "took over idle pending messages",
+                        partition=partition,
+                        messages=len(reply[1]),
+                        consumer=self._consumer,
+                    )
+                start = reply[0]
+                if start in (b"0-0", "0-0"):
+                    break
+
+    async def _read(self, block: bool) -> dict[int, list[Message]]:
+        streams = {key: "0" if p in self._retry else ">" for key, p in self._keys.items()}
+        if isinstance(self._redis, RedisCluster):
+            replies = await asyncio.gather(
+                *(self._xreadgroup({key: ident}, None) for key, ident in streams.items())
+            )
+            batches = {p: m for reply in replies for p, m in reply.items()}
+            if block and not any(batches.values()):
+                await asyncio.sleep(self._block_ms / 1000)
+        else:
+            blocking = block and not self._retry
+            batches = await self._xreadgroup(streams, self._block_ms if blocking else None)
+        for partition in list(self._retry):
+            if not batches.get(partition):
+                self._retry.discard(partition)  # its pending messages are all written
+        return {p: m for p, m in batches.items() if m}
+
+    async def _xreadgroup(
+        self, streams: Mapping[str, str], block_ms: int | None
+    ) -> dict[int, list[Message]]:
+        wanted: dict[KeyT, StreamIdT] = {key: ident for key, ident in streams.items()}
+        reply: Any = await self._redis.xreadgroup(
+            STREAM_GROUP, self._consumer, wanted, count=self._batch, block=block_ms
+        )
+        return {self._keys[_text(key)]: list(messages) for key, messages in reply or []}
+
+    async def _write(self, partition: int, messages: list[Message]) -> int:
+        decoded = [decode_message(fields) for _, fields in messages]
+        async with self._pool.acquire() as conn, conn.transaction():
+            inserted = await apply_messages(conn, partition, decoded)
+        await self._ack(partition, [message_id for message_id, _ in messages])
+        _written.add(inserted, {"partition": str(partition)})
+        return len(messages)
+
+    async def _ack(self, partition: int, ids: list[bytes]) -> None:
+        key = ledger_stream(partition)
+        for start in range(0, len(ids), _ACK_CHUNK):
+            await self._ack_script([key], [STREAM_GROUP, *ids[start : start + _ACK_CHUNK]])
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+# ---- metrics: one set of instruments per process, observing every live worker ----
+
+_workers: weakref.WeakSet[WriteBehind] = weakref.WeakSet()
+
+
+def _observe(attribute: str) -> Any:
+    def observe(_options: CallbackOptions) -> Iterable[Observation]:
+        for worker in list(_workers):
+            for partition, lag in worker.last_lag.items():
+                yield Observation(getattr(lag, attribute), {"partition": str(partition)})
+
+    return observe
+
+
+_meter = metrics.get_meter("obol.writebehind")
+_meter.create_observable_gauge(
+    "obol.writebehind.lag",
+    callbacks=[_observe("oldest_age_ms")],
+    unit="ms",
+    description="Age of the oldest ledger stream message not yet written to Postgres",
+)
+_meter.create_observable_gauge(
+    "obol.writebehind.backlog",
+    callbacks=[_observe("backlog")],
+    unit="{message}",
+    description="Ledger stream messages not yet written to Postgres",
+)
+_written = _meter.create_counter(
+    "obol.writebehind.entries", unit="{entry}", description="Ledger entries written"
+)
+_failures = _meter.create_counter(
+    "obol.writebehind.failures", unit="{batch}", description="Batches that failed to write"
+)

@@ -1,0 +1,1 @@
+"""Fake obol_wallet.writebehind (see fake_service.py)."""

@@ -1,0 +1,311 @@
+"""The write-behind worker against real Redis streams and a real Postgres.
+
+Messages are XADDed by hand in the documented stream format, as the Lua scripts write them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from obol_core.redis import RedisClient
+from obol_wallet import ledger_queries
+from obol_wallet.ledger_store import ChainGap
+from obol_wallet.partitions import partition_of
+from obol_wallet.redis_backend.codec import ledger_stream
+from obol_wallet.writebehind import STREAM_GROUP, WriteBehind, WriteBehindError
+
+from ..postgres.support import (
+    DOLLAR,
+    PARTITIONS,
+    USD,
+    entry_json,
+    grant_json,
+    hold_json,
+    message,
+    new_wallet,
+    wallet_json,
+)
+
+ALL = range(PARTITIONS)
+
+
+def worker(
+    redis: RedisClient, pool: asyncpg.Pool, consumer: str = "wb-0", **options: int
+) -> WriteBehind:
+    return WriteBehind(redis, pool, ALL, consumer, **options)
+
+
+def key_of(wallet_id: str) -> str:
+    return ledger_stream(partition_of(wallet_id, PARTITIONS))
+
+
+def top_up(wallet_id: str, n: int = 1, amount: int = 5 * DOLLAR) -> dict[str, str]:
+    grant_id = f"grt_{wallet_id}_{n}"
+    return message(
+        "grant",
+        wallet_id,
+        rid=f"top-{n}",
+        entries=[
+            entry_json(
+                f"txn_{wallet_id}_{n}",
+                n,
+                "top_up",
+                [
+                    (f"topup_clearing:{USD}", USD, -amount),
+                    (f"wallet:{wallet_id}:grant:{grant_id}", USD, amount),
+                ],
+                rid=f"top-{n}",
+                memo={"grant_id": grant_id},
+            )
+        ],
+        grants=[grant_json(grant_id, amount, amount, version=n)],
+        wallet=wallet_json(active=n * amount, held=0, seq=n, version=n),
+    )
+
+
+async def xadd(redis: RedisClient, wallet_id: str, fields: dict[str, str]) -> bytes:
+    message_id: bytes = await redis.xadd(key_of(wallet_id), fields)  # type: ignore[arg-type]
+    return message_id
+
+
+async def pending(redis: RedisClient, wallet_id: str) -> int:
+    summary = await redis.xpending(key_of(wallet_id), STREAM_GROUP)
+    return int(summary["pending"])
+
+
+async def test_a_batch_lands_in_one_go_and_the_stream_is_emptied(
+    redis: RedisClient, pool: asyncpg.Pool
+) -> None:
+    first, second = await new_wallet(pool), await new_wallet(pool)
+    hold_id = f"hld_{first}"
+    await xadd(redis, first, top_up(first))
+    await xadd(
+        redis,
+        first,
+        message(
+            "authorize",
+            first,
+            rid="auth-1",
+            entries=[entry_json("txn_hold", 2, "hold", rid="auth-1", memo={"hold_id": hold_id})],
+            holds=[hold_json(hold_id, DOLLAR, "open", version=1, rid="auth-1")],
+            wallet=wallet_json(active=5 * DOLLAR, held=DOLLAR, seq=2, version=2),
+            result='{"hold":"x"}',
+        ),
+    )
+    await xadd(redis, second, top_up(second))
+
+    assert await worker(redis, pool).drain() == 3
+
+    rows = await pool.fetch("SELECT wallet_id, seq, kind FROM ledger_entries ORDER BY 1, 2")
+    assert sorted((r["wallet_id"], r["seq"], r["kind"]) for r in rows) == sorted(
+        [(first, 1, "top_up"), (first, 2, "hold"), (second, 1, "top_up")]
+    )
+    wallet = await pool.fetchrow("SELECT * FROM wallets WHERE wallet_id = $1", first)
+    assert (wallet["active"], wallet["held"], wallet["seq"], wallet["version"]) == (
+        5 * DOLLAR,
+        DOLLAR,
+        2,
+        2,
+    )
+    assert wallet["chain_seq"] == 2
+    hold = await pool.fetchrow("SELECT state, authorized FROM holds WHERE hold_id = $1", hold_id)
+    assert (hold["state"], hold["authorized"]) == ("open", DOLLAR)
+    request = await pool.fetchrow(
+        "SELECT request_hash, result FROM wallet_requests WHERE wallet_id = $1 AND request_id = $2",
+        first,
+        "auth-1",
+    )
+    assert (request["request_hash"], request["result"]) == ("hash-auth-1", '{"hold":"x"}')
+    assert await redis.xlen(key_of(first)) == 0
+    assert await pending(redis, first) == 0
+    for wallet_id in (first, second):
+        assert (await ledger_queries.verify_chain(pool, wallet_id)).valid
+
+
+async def test_a_replayed_message_changes_nothing(redis: RedisClient, pool: asyncpg.Pool) -> None:
+    wallet_id = await new_wallet(pool)
+    fields = top_up(wallet_id)
+    await xadd(redis, wallet_id, fields)
+    await worker(redis, pool).drain()
+    await xadd(redis, wallet_id, fields)  # the same message again (a redelivery)
+    assert await worker(redis, pool).drain() == 1
+    assert await pool.fetchval("SELECT count(*) FROM ledger_entries") == 1
+    assert await pool.fetchval("SELECT count(*) FROM ledger_lines") == 2
+    assert await pool.fetchval("SELECT count(*) FROM wallet_requests") == 1
+    assert (await ledger_queries.verify_chain(pool, wallet_id)).valid
+
+
+async def test_an_older_state_never_overwrites_a_newer_row(
+    redis: RedisClient, pool: asyncpg.Pool
+) -> None:
+    wallet_id = await new_wallet(pool)
+    grant_id, hold_id = f"grt_{wallet_id}_1", f"hld_{wallet_id}"
+    newer = message(
+        "capture",
+        wallet_id,
+        grants=[grant_json(grant_id, 5 * DOLLAR, 2 * DOLLAR, version=7)],
+        holds=[hold_json(hold_id, DOLLAR, "captured", version=3, captured=DOLLAR)],
+        wallet=wallet_json(active=2 * DOLLAR, held=0, seq=0, version=9),
+    )
+    older = message(
+        "authorize",
+        wallet_id,
+        grants=[grant_json(grant_id, 5 * DOLLAR, 5 * DOLLAR, version=4)],
+        holds=[hold_json(hold_id, DOLLAR, "open", version=2)],
+        wallet=wallet_json(active=5 * DOLLAR, held=DOLLAR, seq=0, version=8),
+    )
+    await xadd(redis, wallet_id, newer)
+    await worker(redis, pool).drain()
+    await xadd(redis, wallet_id, older)  # arrives late
+    await worker(redis, pool).drain()
+    grant = await pool.fetchrow(
+        "SELECT remaining, version FROM grants WHERE grant_id = $1", grant_id
+    )
+    assert (grant["remaining"], grant["version"]) == (2 * DOLLAR, 7)
+    hold = await pool.fetchrow("SELECT state, version FROM holds WHERE hold_id = $1", hold_id)
+    assert (hold["state"], hold["version"]) == ("captured", 3)
+    wallet = await pool.fetchrow(
+        "SELECT active, held, version FROM wallets WHERE wallet_id = $1", wallet_id
+    )
+    assert tuple(wallet) == (2 * DOLLAR, 0, 9)
+
+
+async def test_within_one_batch_the_newest_version_wins(
+    redis: RedisClient, pool: asyncpg.Pool
+) -> None:
+    wallet_id = await new_wallet(pool)
+    grant_id = f"grt_{wallet_id}_1"
+    for version, remaining in ((5, 1), (6, 2), (3, 9)):
+        await xadd(
+            redis,
+            wallet_id,
+            message(
+                "refund",
+                wallet_id,
+                grants=[grant_json(grant_id, 10, remaining, version=version)],
+                wallet=wallet_json(active=remaining, held=0, seq=0, version=version),
+            ),
+        )
+    await worker(redis, pool).drain()
+    assert await pool.fetchval("SELECT remaining FROM grants WHERE grant_id = $1", grant_id) == 2
+
+
+class CrashBeforeAck(WriteBehind):
+    """A worker that dies between COMMIT and XACK."""
+
+    async def _ack(self, partition: int, ids: list[bytes]) -> None:
+        raise ConnectionError("killed before XACK")
+
+
+async def test_a_crash_between_commit_and_ack_replays_without_duplicates(
+    redis: RedisClient, pool: asyncpg.Pool
+) -> None:
+    wallet_id = await new_wallet(pool)
+    await xadd(redis, wallet_id, top_up(wallet_id, 1))
+    await xadd(redis, wallet_id, top_up(wallet_id, 2))
+    with pytest.raises(WriteBehindError):
+        await CrashBeforeAck(redis, pool, ALL, "wb-0").drain()
+    assert await pool.fetchval("SELECT count(*) FROM ledger_entries") == 2  # committed
+    assert await pending(redis, wallet_id) == 2  # but not acknowledged
+
+    # The restarted worker (same consumer name) re-reads its pending messages first.
+    assert await worker(redis, pool, "wb-0").drain() == 2
+    assert await pool.fetchval("SELECT count(*) FROM ledger_entries") == 2
+    assert await pending(redis, wallet_id) == 0
+    assert await redis.xlen(key_of(wallet_id)) == 0
+    assert (await ledger_queries.verify_chain(pool, wallet_id)).valid
+
+
+async def test_a_failed_postgres_write_acks_nothing_and_is_retried(
+    redis: RedisClient, pool: asyncpg.Pool
+) -> None:
+    wallet_id = await new_wallet(pool)
+    await xadd(redis, wallet_id, top_up(wallet_id, 1))
+    await pool.execute("ALTER TABLE ledger_lines ADD CONSTRAINT no_lines CHECK (amount = 0)")
+    running = worker(redis, pool)
+    with pytest.raises(WriteBehindError):
+        await running.drain()
+    assert await pool.fetchval("SELECT count(*) FROM ledger_entries") == 0  # rolled back
+    assert await pending(redis, wallet_id) == 1
+    assert await redis.xlen(key_of(wallet_id)) == 1
+
+    await xadd(redis, wallet_id, top_up(wallet_id, 2))  # newer messages wait behind it
+    await pool.execute("ALTER TABLE ledger_lines DROP CONSTRAINT no_lines")
+    assert await running.drain() == 2
+    seqs = await pool.fetch("SELECT seq FROM ledger_entries ORDER BY seq")
+    assert [r["seq"] for r in seqs] == [1, 2]
+    assert await redis.xlen(key_of(wallet_id)) == 0
+
+
+async def test_a_dead_consumers_pending_messages_are_claimed(
+    redis: RedisClient, pool: asyncpg.Pool
+) -> None:
+    wallet_id = await new_wallet(pool)
+    await worker(redis, pool).setup()
+    await xadd(redis, wallet_id, top_up(wallet_id, 1))
+    # A consumer reads the message and dies without writing or acknowledging it.
+    delivered = await redis.xreadgroup(STREAM_GROUP, "wb-dead", {key_of(wallet_id): ">"})
+    assert delivered
+    await xadd(redis, wallet_id, top_up(wallet_id, 2))
+
+    live = worker(redis, pool, "wb-live", claim_idle_ms=300)
+    with pytest.raises(WriteBehindError) as gap:  # seq 2 cannot be chained before seq 1
+        await live.drain()
+    assert isinstance(gap.value.failures[partition_of(wallet_id, PARTITIONS)], ChainGap)
+    await asyncio.sleep(0.35)
+    assert await live.drain() == 2
+    assert await pool.fetchval("SELECT chain_seq FROM wallets WHERE wallet_id = $1", wallet_id) == 2
+    assert await pending(redis, wallet_id) == 0
+
+
+async def test_a_gap_in_a_chain_stops_the_partition(redis: RedisClient, pool: asyncpg.Pool) -> None:
+    wallet_id = await new_wallet(pool)
+    await xadd(redis, wallet_id, top_up(wallet_id, 2))  # seq 1 never arrives
+    with pytest.raises(WriteBehindError, match="expected 1"):
+        await worker(redis, pool).drain()
+    assert await pool.fetchval("SELECT count(*) FROM ledger_entries") == 0
+    assert await pending(redis, wallet_id) == 1
+
+
+async def test_lag_reports_backlog_and_age(redis: RedisClient, pool: asyncpg.Pool) -> None:
+    wallet_id = await new_wallet(pool)
+    running = worker(redis, pool)
+    await running.setup()
+    await xadd(redis, wallet_id, top_up(wallet_id, 1))
+    await xadd(redis, wallet_id, top_up(wallet_id, 2))
+    await asyncio.sleep(0.02)
+    lag = (await running.lag())[partition_of(wallet_id, PARTITIONS)]
+    assert lag.backlog == 2
+    assert lag.oldest_age_ms >= 20
+    await running.drain()
+    lag = (await running.lag())[partition_of(wallet_id, PARTITIONS)]
+    assert (lag.backlog, lag.oldest_age_ms) == (0, 0)
+
+
+async def test_run_until_writes_as_messages_arrive_and_stops_cleanly(
+    redis: RedisClient, pool: asyncpg.Pool
+) -> None:
+    wallet_id = await new_wallet(pool)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker(redis, pool, block_ms=50).run_until(stop))
+    await xadd(redis, wallet_id, top_up(wallet_id, 1))
+    for _ in range(100):
+        if await pool.fetchval("SELECT count(*) FROM ledger_entries"):
+            break
+        await asyncio.sleep(0.02)
+    stop.set()
+    await asyncio.wait_for(task, 2)
+    assert await pool.fetchval("SELECT count(*) FROM ledger_entries") == 1
+    assert await redis.xlen(key_of(wallet_id)) == 0
+
+
+async def test_lines_sum_to_zero_per_asset(redis: RedisClient, pool: asyncpg.Pool) -> None:
+    wallet_id = await new_wallet(pool)
+    for n in (1, 2, 3):
+        await xadd(redis, wallet_id, top_up(wallet_id, n, amount=n * DOLLAR))
+    await worker(redis, pool).drain()
+    sums = await pool.fetch("SELECT asset_code, sum(amount) AS s FROM ledger_lines GROUP BY 1")
+    assert [(r["asset_code"], r["s"]) for r in sums] == [(USD, 0)]
