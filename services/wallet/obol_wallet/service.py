@@ -41,6 +41,7 @@ from .convert import (
 )
 from .core import AuthorizeItem, CaptureItem, ChargeItem, GrantSpec, WalletCore
 from .errors import NoPriceBook
+from .importer_convert import import_customers, requests_as_sent
 from .model import (
     DEFAULT_PRIORITY,
     NEVER_EXPIRES,
@@ -235,6 +236,13 @@ class WalletService(wallet_pb2_grpc.WalletServiceServicer):
         return wallet_pb2.ListCustomersResponse(
             customers=[customer_to_proto(row) for row in page], next_page_token=next_token
         )
+
+    async def ImportCustomers(
+        self, request_iterator: object, context: Context
+    ) -> wallet_pb2.ImportCustomersResponse:
+        # Rows are read raw and validated one by one inside the importer, so that a bad row
+        # is reported by its line number instead of failing the whole stream.
+        return await import_customers(self._core, self._pool, requests_as_sent(context))
 
     # ---- assets ----
 

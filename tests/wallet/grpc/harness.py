@@ -54,6 +54,7 @@ class WalletApi:
     backend: WalletBackend
     backend_name: str
     redis: RedisClient
+    target: str  # host:port of the in-process server
 
     async def drain_ledger(self) -> None:
         """Write everything the Redis backend has streamed into Postgres (no-op otherwise)."""
@@ -171,7 +172,7 @@ async def wallet_api(
                 ),
             )
         )
-        yield WalletApi(stub, clock, pool, backend, backend_name, redis)
+        yield WalletApi(stub, clock, pool, backend, backend_name, redis, f"127.0.0.1:{server.port}")
     finally:
         await channel.close()
         await server.stop()
