@@ -12,7 +12,7 @@ import asyncpg
 from obol_core.ids import new_id
 from obol_core.postgres import Queryable
 
-from .errors import ExternalIdTaken, UnknownCustomer
+from .errors import ExternalIdTaken, UnknownCustomer, VersionConflict
 
 _COLUMNS = (
     "customer_id, external_id, display_name, email, plan_id, metadata, created_at, updated_at,"
@@ -113,3 +113,58 @@ async def list_customers(
         limit,
     )
     return [_from_row(row) for row in rows]
+
+
+UPDATABLE_FIELDS = frozenset({"external_id", "display_name", "email", "plan_id", "metadata"})
+
+
+async def update_customer(
+    conn: Queryable,
+    customer_id: str,
+    changes: NewCustomer,
+    fields: frozenset[str],
+    *,
+    expected_version: int | None = None,
+) -> Customer:
+    """Write `fields` of `changes` in one statement; with `expected_version`, only if the
+    customer is still at that version (VersionConflict otherwise)."""
+    unknown = fields - UPDATABLE_FIELDS
+    if unknown:
+        raise ValueError(f"not updatable: {sorted(unknown)}")
+    try:
+        row = await conn.fetchrow(
+            f"""UPDATE customers SET
+                    external_id  = CASE WHEN 'external_id'  = ANY($3) THEN $4 ELSE external_id END,
+                    display_name = CASE WHEN 'display_name' = ANY($3) THEN $5 ELSE display_name END,
+                    email        = CASE WHEN 'email'        = ANY($3) THEN $6 ELSE email END,
+                    plan_id      = CASE WHEN 'plan_id'      = ANY($3) THEN $7 ELSE plan_id END,
+                    metadata     = CASE WHEN 'metadata'     = ANY($3) THEN $8::jsonb
+                                        ELSE metadata END,
+                    updated_at = now(), version = version + 1
+                WHERE customer_id = $1 AND ($2::bigint IS NULL OR version = $2)
+                RETURNING {_COLUMNS}""",
+            customer_id,
+            expected_version,
+            sorted(fields),
+            changes.external_id,
+            changes.display_name,
+            changes.email,
+            changes.plan_id,
+            json.dumps(dict(changes.metadata)),
+        )
+    except asyncpg.UniqueViolationError as exc:
+        raise ExternalIdTaken(
+            f"a customer with external_id {changes.external_id!r} already exists",
+            metadata={"resource_type": "customer", "external_id": changes.external_id},
+        ) from exc
+    if row is None:
+        current = await get_customer(conn, customer_id)  # UnknownCustomer if it is gone
+        raise VersionConflict(
+            f"customer {customer_id} changed since it was read",
+            metadata={
+                "resource_type": "customer",
+                "resource_id": customer_id,
+                "etag": str(current.version),
+            },
+        )
+    return _from_row(row)

@@ -7,6 +7,7 @@ to its google.rpc.Status.
 from __future__ import annotations
 
 from obol_core.errors import (
+    Aborted,
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
@@ -109,3 +110,10 @@ class NoPriceBook(WalletError, FailedPrecondition):
     """Usage (rather than an amount) was given, but no price book applies yet."""
 
     reason = "NO_PRICE_BOOK"
+
+
+class VersionConflict(WalletError, Aborted):
+    """An etag did not match: the resource changed since it was read (metadata:
+    resource_type, resource_id, etag = the current one)."""
+
+    reason = "VERSION_CONFLICT"

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import json
 from collections.abc import AsyncIterable, Sequence
 from dataclasses import dataclass, field
 
@@ -43,7 +42,7 @@ from obol_core.postgres import Queryable
 from . import assets, customers, wallets
 from .core import GrantSpec, WalletCore
 from .customers import Customer, NewCustomer
-from .errors import UnknownAsset, UnknownCustomer, UnknownWallet
+from .errors import UnknownAsset, UnknownCustomer, UnknownWallet, VersionConflict
 from .model import NEVER_EXPIRES, GrantKind, Idempotency
 from .wallets import WalletRecord, WalletSelector
 
@@ -532,21 +531,17 @@ def _same(stored: Customer, new: NewCustomer) -> bool:
 
 async def _update_customer(conn: Queryable, stored: Customer, new: NewCustomer) -> None:
     """Set every field of the row; refused if the customer changed since it was read."""
-    updated = await conn.fetchval(
-        """UPDATE customers SET display_name = $3, email = $4, plan_id = $5,
-                  metadata = $6::jsonb, updated_at = now(), version = version + 1
-           WHERE customer_id = $1 AND version = $2
-           RETURNING true""",
-        stored.customer_id,
-        stored.version,
-        new.display_name,
-        new.email,
-        new.plan_id,
-        json.dumps(dict(new.metadata)),
-    )
-    if not updated:
+    try:
+        await customers.update_customer(
+            conn,
+            stored.customer_id,
+            new,
+            frozenset({"display_name", "email", "plan_id", "metadata"}),
+            expected_version=stored.version,
+        )
+    except VersionConflict as conflict:
         raise _RowFailed(
             "customer",
             "the customer changed while it was being imported; run the import again",
             "VERSION_CONFLICT",
-        )
+        ) from conflict

@@ -237,6 +237,32 @@ class WalletService(wallet_pb2_grpc.WalletServiceServicer):
             customers=[customer_to_proto(row) for row in page], next_page_token=next_token
         )
 
+    async def UpdateCustomer(
+        self, request: wallet_pb2.UpdateCustomerRequest, context: Context
+    ) -> wallet_pb2.UpdateCustomerResponse:
+        etag = request.customer.etag
+
+        async def update(conn: Queryable) -> wallet_pb2.UpdateCustomerResponse:
+            if etag and not etag.isdigit():
+                raise InvalidArgument.for_field("customer.etag", "is not an etag this API issued")
+            updated = await customers.update_customer(
+                conn,
+                request.customer.customer_id,
+                new_customer_from_proto(request.customer),
+                frozenset(request.update_mask.paths),
+                expected_version=int(etag) if etag else None,
+            )
+            return wallet_pb2.UpdateCustomerResponse(customer=customer_to_proto(updated))
+
+        return await run_once(
+            self._pool,
+            request_id=request.request_id,
+            method="UpdateCustomer",
+            request=request,
+            response_type=wallet_pb2.UpdateCustomerResponse,
+            mutation=update,
+        )
+
     async def ImportCustomers(
         self, request_iterator: object, context: Context
     ) -> wallet_pb2.ImportCustomersResponse:
