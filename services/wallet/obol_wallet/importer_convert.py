@@ -1,6 +1,6 @@
 """The gRPC edge of ImportCustomers: the stream in, rows out to the importer, the summary back.
 
-The stream is read as sent (`requests_as_sent`), not through the edge interceptor's
+The stream is read as sent (`obol_core.streams.raw_requests`), not through the edge interceptor's
 validating iterator: that one fails the whole call on the first invalid message, while an
 import reports a bad row and goes on. Every message is still validated here, with the same
 protovalidate rules: the options (a bad one fails the call), then each row on its own.
@@ -16,11 +16,9 @@ import hashlib
 from collections.abc import AsyncIterable, AsyncIterator
 
 import asyncpg
-import grpc.aio
 from obol.wallet.v1 import wallet_pb2
 
 from obol_core.errors import ValidationFailed
-from obol_core.grpc_server import Context
 from obol_core.idempotency import IdempotencyKeyReused, request_fingerprint
 from obol_core.money import Money
 from obol_core.validation import validate_request
@@ -52,12 +50,6 @@ DEFAULT_PRIORITY_BY_KIND = {
 }
 
 Request = wallet_pb2.ImportCustomersRequest
-
-
-async def requests_as_sent(context: Context) -> AsyncIterator[Request]:
-    """The client's messages, unvalidated: the handler validates them itself."""
-    while (message := await context.read()) is not grpc.aio.EOF:
-        yield message
 
 
 async def import_customers(

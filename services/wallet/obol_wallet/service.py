@@ -20,6 +20,8 @@ from obol_core.idempotency import request_fingerprint, run_once
 from obol_core.money import Money
 from obol_core.pagination import decode_page_token, page_size, split_page
 from obol_core.postgres import Queryable
+from obol_core.streams import raw_requests
+from obol_core.validation import validate_request
 
 from . import assets, customers, ledger_queries, wallets
 from .balance_watch import watch_balances
@@ -40,8 +42,8 @@ from .convert import (
     wallet_to_proto,
 )
 from .core import AuthorizeItem, CaptureItem, ChargeItem, GrantSpec, WalletCore
-from .errors import NoPriceBook
-from .importer_convert import import_customers, requests_as_sent
+from .errors import NoPriceBook, NotYetAvailable
+from .importer_convert import import_customers
 from .model import (
     DEFAULT_PRIORITY,
     NEVER_EXPIRES,
@@ -268,7 +270,7 @@ class WalletService(wallet_pb2_grpc.WalletServiceServicer):
     ) -> wallet_pb2.ImportCustomersResponse:
         # Rows are read raw and validated one by one inside the importer, so that a bad row
         # is reported by its line number instead of failing the whole stream.
-        return await import_customers(self._core, self._pool, requests_as_sent(context))
+        return await import_customers(self._core, self._pool, raw_requests(context))
 
     # ---- assets ----
 
@@ -529,6 +531,9 @@ class WalletService(wallet_pb2_grpc.WalletServiceServicer):
     async def Void(
         self, request: wallet_pb2.VoidRequest, context: Context
     ) -> wallet_pb2.VoidResponse:
+        return await self._void(request)
+
+    async def _void(self, request: wallet_pb2.VoidRequest) -> wallet_pb2.VoidResponse:
         before = await self._core.hold(request.hold_id)
         result = await self._core.void(_idem("Void", request), request.hold_id)
         asset = result.balance.asset_code
@@ -602,6 +607,44 @@ class WalletService(wallet_pb2_grpc.WalletServiceServicer):
             yield wallet_pb2.WatchBalanceResponse(
                 wallet=wallet_to_proto(view.record, view.balance, view.grants)
             )
+
+    # ---- the Meter stream ----
+
+    async def Meter(
+        self, request_iterator: object, context: Context
+    ) -> AsyncIterator[wallet_pb2.MeterResponse]:
+        # Each message is validated and answered on its own: a bad or refused action gets an
+        # error result under its sequence and the stream goes on. Actions run in the order
+        # sent, so actions on one hold apply in order.
+        async for message in raw_requests(context):
+            yield await self._meter_one(message)
+
+    async def _meter_one(self, message: wallet_pb2.MeterRequest) -> wallet_pb2.MeterResponse:
+        response = wallet_pb2.MeterResponse(sequence=message.sequence)
+        try:
+            validate_request(message)
+            action = message.WhichOneof("action")
+            if action == "authorize":
+                record, authorized = await self._core.authorize(_authorize_item(message.authorize))
+                response.authorize.CopyFrom(_authorize_response(record, authorized))
+            elif action == "capture":
+                item = _capture_item(message.capture)
+                record, captured = await self._core.capture(item)
+                response.capture.CopyFrom(_capture_response(record, captured, item.cost))
+            elif action == "charge":
+                charge = _charge_item(message.charge)
+                record, charged = await self._core.charge(charge)
+                response.charge.CopyFrom(_charge_response(record, charged, charge.cost))
+            elif action == "void_hold":
+                response.void_hold.CopyFrom(await self._void(message.void_hold))
+            else:
+                raise NotYetAvailable(
+                    f"{action} on the Meter stream is not available yet",
+                    metadata={"action": str(action)},
+                )
+        except ObolError as err:
+            response.error.CopyFrom(to_rpc_status(err))
+        return response
 
     # ---- ledger (Postgres, the system of record; the Redis backend's entries appear once
     # the write-behind has written them) ----
