@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any, TypeAlias
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.typing import EncodableT, KeyT
 
@@ -29,6 +29,7 @@ def create_redis(
     cluster: bool | None = None,
     socket_timeout_seconds: float = 5.0,
     health_check_interval_seconds: float = 30.0,
+    max_connections: int = 64,
 ) -> RedisClient:
     """A client for `url`; a Redis Cluster client when the scheme is `redis+cluster://` /
     `rediss+cluster://` (rewritten to `redis://` / `rediss://`) or `cluster` is true
@@ -53,14 +54,19 @@ def create_redis(
             socket_connect_timeout=socket_timeout_seconds,
             socket_keepalive=True,
         )
-    return Redis.from_url(
+    # A pool that waits for a free connection when all are busy: the default pool raises
+    # MaxConnectionsError instead, which a burst of concurrent RPCs would turn into INTERNAL.
+    pool = BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=socket_timeout_seconds,
         decode_responses=False,
         health_check_interval=health_check_interval_seconds,
         socket_timeout=socket_timeout_seconds,
         socket_connect_timeout=socket_timeout_seconds,
         socket_keepalive=True,
     )
+    return Redis(connection_pool=pool)
 
 
 async def check_redis(client: RedisClient, *, timeout_seconds: float = 2.0) -> None:
