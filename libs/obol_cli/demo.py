@@ -2,13 +2,14 @@
 
 Everything goes through the services' public gRPC APIs with fixed request ids, so a
 repeated load (say, after a crash between loading and writing the marker) changes nothing.
-Later issues add wallets, grants, price books and rate cards here.
+Later issues add price books and rate cards here.
 """
 
 from __future__ import annotations
 
 import grpc
 from obol.pricing.v1 import pricing_pb2, pricing_pb2_grpc
+from obol.type.v1 import money_pb2
 from obol.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 
 from .launcher import StackInfo
@@ -20,13 +21,31 @@ DEMO_CUSTOMERS = (
 )
 
 
+DEMO_TOP_UP_NANOS = 25 * 1_000_000_000  # $25.00 each
+
+
 def load_demo_data(stack: StackInfo) -> None:
-    """Create the demo customers and the LLM completion meter."""
+    """Create USD, the demo customers with a $25 wallet each, and the LLM meter."""
     metadata = (("authorization", f"Bearer {stack.api_key}"),)
     with grpc.insecure_channel(stack.addresses["wallet"]) as channel:
         wallet = wallet_pb2_grpc.WalletServiceStub(channel)
+        wallet.CreateAsset(
+            wallet_pb2.CreateAssetRequest(
+                request_id="demo-asset-usd",
+                asset=wallet_pb2.Asset(
+                    asset_code="USD",
+                    kind=wallet_pb2.ASSET_KIND_CURRENCY,
+                    decimals=9,
+                    display_decimals=2,
+                    display_name="US dollar",
+                    symbol="$",
+                ),
+            ),
+            metadata=metadata,
+            timeout=10,
+        )
         for external_id, name, email in DEMO_CUSTOMERS:
-            wallet.CreateCustomer(
+            customer = wallet.CreateCustomer(
                 wallet_pb2.CreateCustomerRequest(
                     request_id=f"demo-customer-{external_id}",
                     customer=wallet_pb2.Customer(
@@ -35,6 +54,25 @@ def load_demo_data(stack: StackInfo) -> None:
                         email=email,
                         metadata={"source": "demo"},
                     ),
+                ),
+                metadata=metadata,
+                timeout=10,
+            ).customer
+            created = wallet.CreateWallet(
+                wallet_pb2.CreateWalletRequest(
+                    request_id=f"demo-wallet-{external_id}",
+                    customer_id=customer.customer_id,
+                    asset_code="USD",
+                ),
+                metadata=metadata,
+                timeout=10,
+            ).wallet
+            wallet.TopUp(
+                wallet_pb2.TopUpRequest(
+                    request_id=f"demo-top-up-{external_id}",
+                    wallet=wallet_pb2.WalletSelector(wallet_id=created.wallet_id),
+                    amount=money_pb2.Money(asset_code="USD", amount=DEMO_TOP_UP_NANOS),
+                    payment_reference=f"demo-payment-{external_id}",
                 ),
                 metadata=metadata,
                 timeout=10,

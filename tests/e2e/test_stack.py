@@ -267,5 +267,76 @@ async def test_demo_data_loads_and_reloading_changes_nothing(stack: StackInfo) -
         listed = await wallet.ListCustomers(
             wallet_pb2.ListCustomersRequest(page_size=1000), metadata=_metadata(stack)
         )
-    demo = [c for c in listed.customers if c.metadata.get("source") == "demo"]
-    assert sorted(c.external_id for c in demo) == ["acme", "globex", "initech"]
+        demo = [c for c in listed.customers if c.metadata.get("source") == "demo"]
+        assert sorted(c.external_id for c in demo) == ["acme", "globex", "initech"]
+        acme = await wallet.GetWallet(
+            wallet_pb2.GetWalletRequest(
+                wallet=wallet_pb2.WalletSelector(external_customer_id="acme", asset_code="USD")
+            ),
+            metadata=_metadata(stack),
+        )
+    assert acme.wallet.available.amount == 25 * 1_000_000_000  # topped up once, not twice
+
+
+async def test_a_charge_reaches_the_postgres_ledger_through_the_write_behind_process(
+    stack: StackInfo,
+) -> None:
+    async with grpc.aio.insecure_channel(stack.addresses["wallet"]) as channel:
+        wallet = wallet_pb2_grpc.WalletServiceStub(channel)
+        await wallet.CreateAsset(
+            wallet_pb2.CreateAssetRequest(
+                request_id="e2e-asset-eur",
+                asset=wallet_pb2.Asset(
+                    asset_code="EUR", kind=wallet_pb2.ASSET_KIND_CURRENCY, decimals=9
+                ),
+            ),
+            metadata=_metadata(stack),
+        )
+        customer = await wallet.CreateCustomer(
+            wallet_pb2.CreateCustomerRequest(
+                request_id="e2e-wb-customer", customer=wallet_pb2.Customer(external_id="wb-e2e")
+            ),
+            metadata=_metadata(stack),
+        )
+        created = await wallet.CreateWallet(
+            wallet_pb2.CreateWalletRequest(
+                request_id="e2e-wb-wallet",
+                customer_id=customer.customer.customer_id,
+                asset_code="EUR",
+            ),
+            metadata=_metadata(stack),
+        )
+        wallet_id = created.wallet.wallet_id
+        selector = wallet_pb2.WalletSelector(wallet_id=wallet_id)
+        await wallet.TopUp(
+            wallet_pb2.TopUpRequest(
+                request_id="e2e-wb-top-up",
+                wallet=selector,
+                amount=money_pb2.Money(asset_code="EUR", amount=10_000),
+                payment_reference="pay-e2e",
+            ),
+            metadata=_metadata(stack),
+        )
+        charged = await wallet.Charge(
+            wallet_pb2.ChargeRequest(
+                request_id="e2e-wb-charge",
+                wallet=selector,
+                amount=money_pb2.Money(asset_code="EUR", amount=4_000),
+            ),
+            metadata=_metadata(stack),
+        )
+        listed: list[str] = []
+        for _ in range(100):  # the worker writes within a fraction of a second
+            page = await wallet.ListTransactions(
+                wallet_pb2.ListTransactionsRequest(wallet_id=wallet_id), metadata=_metadata(stack)
+            )
+            listed = [t.transaction_id for t in page.transactions]
+            if charged.transaction_id in listed:
+                break
+            await asyncio.sleep(0.1)
+        assert charged.transaction_id in listed
+        verified = await wallet.VerifyLedger(
+            wallet_pb2.VerifyLedgerRequest(wallet_id=wallet_id), metadata=_metadata(stack)
+        )
+    assert verified.valid and verified.balance_matches
+    assert verified.live_balance.amount == 6_000
