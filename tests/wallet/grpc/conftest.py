@@ -13,3 +13,10 @@ async def api(
 ) -> AsyncIterator[WalletApi]:
     async with wallet_api(request.param, fresh_database, redis_url) as running:
         yield running
+
+
+@pytest.fixture
+async def redis_api(fresh_database: str, redis_url: str) -> AsyncIterator[WalletApi]:
+    """The Redis backend only: for behaviour the Postgres baseline has no counterpart of."""
+    async with wallet_api("redis", fresh_database, redis_url) as running:
+        yield running

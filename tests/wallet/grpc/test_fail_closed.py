@@ -1,0 +1,73 @@
+"""A wallet whose Redis hot state is gone is refused with UNAVAILABLE, never served as zero,
+until `obol rebuild` restores it from Postgres (plus the unconsumed stream), exactly."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+import grpc
+import grpc.aio
+import pytest
+from obol.wallet.v1 import wallet_pb2
+
+from obol_wallet.redis_backend import RedisBackend
+
+from .harness import PARTITIONS, WalletApi, selector, usd
+
+DOLLAR = 1_000_000_000
+
+
+async def _obol(*args: str, env: dict[str, str]) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "obol_cli",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await process.communicate()
+    return process.returncode or 0, output.decode()
+
+
+async def test_missing_hot_state_fails_closed_until_rebuilt(
+    redis_api: WalletApi, fresh_database: str
+) -> None:
+    api = redis_api
+    assert isinstance(api.backend, RedisBackend)
+    wallet_id = await api.wallet(5 * DOLLAR)
+    hold = await api.stub.Authorize(
+        wallet_pb2.AuthorizeRequest(
+            request_id="fc-a", wallet=selector(wallet_id), amount=usd(DOLLAR)
+        )
+    )
+    await api.backend.drop_hot_state(wallet_id)
+
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await api.stub.GetWallet(wallet_pb2.GetWalletRequest(wallet=selector(wallet_id)))
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    with pytest.raises(grpc.aio.AioRpcError) as spend:
+        await api.stub.Charge(
+            wallet_pb2.ChargeRequest(request_id="fc-c", wallet=selector(wallet_id), amount=usd(1))
+        )
+    assert spend.value.code() == grpc.StatusCode.UNAVAILABLE
+
+    connection = api.redis.connection_pool.connection_kwargs
+    env = {
+        **os.environ,
+        "DATABASE_URL": fresh_database,
+        "REDIS_URL": f"redis://{connection['host']}:{connection['port']}/{connection['db']}",
+        "OBOL_WALLET_PARTITIONS": str(PARTITIONS),
+    }
+    code, output = await _obol("rebuild", "--apply-stream", env=env)
+    assert code == 0, output
+    assert await api.available(wallet_id) == 4 * DOLLAR  # the top-up, less the open hold
+    captured = await api.stub.Capture(
+        wallet_pb2.CaptureRequest(request_id="fc-cap", hold_id=hold.hold_id, amount=usd(DOLLAR))
+    )
+    assert captured.available.amount == 4 * DOLLAR
+    code, output = await _obol("reconcile", env=env)
+    assert code == 0, output
