@@ -6,14 +6,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .commands import apikey, import_customers, migrate, rebuild, reconcile, run, verify
+from .commands import apikey, bench, import_customers, migrate, rebuild, reconcile, run, verify
 from .errors import ObolCliError
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="obol", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (run, migrate, apikey, import_customers, reconcile, rebuild, verify):
+    for command in (run, migrate, apikey, bench, import_customers, reconcile, rebuild, verify):
         command.add_parser(commands)
     return parser
 
