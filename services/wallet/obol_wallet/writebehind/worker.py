@@ -160,11 +160,13 @@ class WriteBehind:
             await self._claim()
             self._next_claim = time.monotonic() + self._claim_idle_ms / 2000
         batches = await self._read(block)
-        handled = 0
         failures: dict[int, BaseException] = {}
-        for partition, messages in batches.items():
+
+        async def write(partition: int, messages: list[Message]) -> int:
+            # Partitions are independent (each its own transaction and advisory lock), so
+            # they are written side by side on separate pool connections.
             try:
-                handled += await self._write(partition, messages)
+                return await self._write(partition, messages)
             except Exception as err:
                 failures[partition] = err
                 self._retry.add(partition)
@@ -175,6 +177,11 @@ class WriteBehind:
                     messages=len(messages),
                     error=f"{type(err).__name__}: {err}",
                 )
+                return 0
+
+        handled = sum(
+            await asyncio.gather(*(write(p, messages) for p, messages in batches.items()))
+        )
         if time.monotonic() >= self._next_lag:
             await self.lag()
         return StepResult(handled, failures)
@@ -223,15 +230,26 @@ class WriteBehind:
     async def _read(self, block: bool) -> dict[int, list[Message]]:
         streams = {key: "0" if p in self._retry else ">" for key, p in self._keys.items()}
         if isinstance(self._redis, RedisCluster):
-            replies = await asyncio.gather(
-                *(self._xreadgroup({key: ident}, None) for key, ident in streams.items())
-            )
+            try:
+                replies = await asyncio.gather(
+                    *(self._xreadgroup({key: ident}, None) for key, ident in streams.items())
+                )
+            except Exception:
+                self._retry.update(self._keys.values())  # see the single-node branch
+                raise
             batches = {p: m for reply in replies for p, m in reply.items()}
             if block and not any(batches.values()):
                 await asyncio.sleep(self._block_ms / 1000)
         else:
             blocking = block and not self._retry
-            batches = await self._xreadgroup(streams, self._block_ms if blocking else None)
+            try:
+                batches = await self._xreadgroup(streams, self._block_ms if blocking else None)
+            except Exception:
+                # A read that failed midway (e.g. a client timeout) may still have delivered
+                # messages to this consumer: re-read its pending messages first next time,
+                # or their successors would meet a gap in the chain.
+                self._retry.update(self._keys.values())
+                raise
         for partition in list(self._retry):
             if not batches.get(partition):
                 self._retry.discard(partition)  # its pending messages are all written
