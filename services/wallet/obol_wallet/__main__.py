@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import socket
+
 from obol.wallet.v1 import wallet_pb2_grpc
 
 from obol_core.grpc_server import ServiceRegistration
 from obol_core.service_main import Resources, ServicePlan, ServiceSpec, launch
 
+from .auto_top_up import AutoTopUpWorker
 from .backend import WalletBackend
 from .clock import SystemClock
 from .core import WalletCore
+from .payments import SandboxPaymentProvider
 from .pg_backend import PostgresBackend
 from .redis_backend import RedisBackend
 from .schema import MIGRATIONS_DIR, SCHEMA
@@ -41,6 +45,10 @@ def _services(resources: Resources) -> ServicePlan:
         partitions=settings.partitions,
         default_hold_ttl_ms=settings.default_hold_ttl_ms,
     )
+    # The sandbox is the only payment provider so far (pm_ok... is charged, see payments.py).
+    top_ups = AutoTopUpWorker(
+        resources.pool, backend, SandboxPaymentProvider(), clock, consumer=socket.gethostname()
+    )
     return ServicePlan(
         [
             ServiceRegistration(
@@ -49,7 +57,7 @@ def _services(resources: Resources) -> ServicePlan:
                 wallet_pb2_grpc.add_WalletServiceServicer_to_server,
             )
         ],
-        background=[lambda: run_sweeper(backend, clock)],
+        background=[lambda: run_sweeper(backend, clock), top_ups.run],
     )
 
 

@@ -24,6 +24,10 @@ from .model import (
     CaptureRequest,
     CaptureResult,
     ChargeRequest,
+    DebitRequest,
+    DebitResult,
+    ExtendHoldRequest,
+    ExtendHoldResult,
     Grant,
     GrantRequest,
     GrantResult,
@@ -31,7 +35,12 @@ from .model import (
     MutationResult,
     RefundRequest,
     SettingsRequest,
+    TopUpAttempt,
+    TopUpFailure,
+    TopUpRule,
+    TopUpStatus,
     VoidRequest,
+    WalletEvent,
 )
 
 
@@ -51,10 +60,19 @@ class WalletBackend(Protocol):
         """Reserve `amount` if available (InsufficientFunds, WalletFrozen)."""
 
     async def capture(self, request: CaptureRequest) -> CaptureResult:
-        """Charge the hold's final amount, draw grants in order, release the rest."""
+        """Settle a hold at its total: what debits drew counts toward it; draw the rest in
+        grant order and release the remaining reservation, or reverse the debits' excess."""
 
     async def void(self, request: VoidRequest) -> MutationResult:
-        """Release an open hold entirely."""
+        """Release an open hold's remaining reservation (debits stay charged)."""
+
+    async def debit(self, request: DebitRequest) -> DebitResult:
+        """Draw a chunk from an open hold at once (an overrun only from the free balance,
+        the rest is the shortfall) and push the hold's expiry to now + its TTL."""
+
+    async def extend_hold(self, request: ExtendHoldRequest) -> ExtendHoldResult:
+        """Push an open hold's expiry out and reserve more (InsufficientFunds,
+        WalletFrozen for an increase)."""
 
     async def charge(self, request: ChargeRequest) -> CaptureResult:
         """Authorize and capture in one step."""
@@ -73,6 +91,31 @@ class WalletBackend(Protocol):
 
     async def sweep(self, now_ms: int, limit: int) -> int:
         """Settle time for up to `limit` wallets with something due; returns how many."""
+
+    # ---- auto top-up (docs/wallet.md "Auto top-up"); the spends start attempts and
+    # record balance alerts themselves, in their atomic step ----
+
+    async def mirror_top_up_rule(self, rule: TopUpRule) -> None:
+        """Make the wallet's hot state follow its stored rule (Set/Delete, after the
+        commit); ignored unless `rule.version` is newer than the one there."""
+
+    async def take_top_ups(
+        self, consumer: str, now_ms: int, limit: int, lease_ms: int
+    ) -> Sequence[TopUpAttempt | WalletEvent]:
+        """Work for the top-up worker `consumer`: attempts to run (each held for it for
+        `lease_ms`; an unfinished one comes back after that) and events to record."""
+
+    async def top_up_done(self, item: TopUpAttempt | WalletEvent) -> None:
+        """The worker finished `item` (its outcome is recorded): it leaves the queue."""
+
+    async def fail_top_up(self, failure: TopUpFailure) -> TopUpStatus:
+        """Record a failed payment of a pending attempt in one atomic step: no longer
+        pending, one more failure, then a retry after a backoff or the rule disabled. A
+        repeat (not pending any more) changes nothing. Returns the rule's status."""
+
+    async def start_due_top_ups(self, now_ms: int, limit: int) -> int:
+        """Look at up to `limit` wallets whose rule is due (a retry, a new rule): start an
+        attempt where one is still needed; returns how many started."""
 
 
 @runtime_checkable

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 from obol.type.v1 import money_pb2
 from obol.wallet.v1 import wallet_pb2
@@ -14,7 +15,18 @@ from obol_core.unit_price import UnitPrice
 from .assets import Asset, AssetKind
 from .customers import Customer, NewCustomer
 from .ledger_queries import Transaction
-from .model import NEVER_EXPIRES, Balance, EntryKind, Grant, GrantKind, GrantState, Hold, HoldState
+from .model import (
+    NEVER_EXPIRES,
+    Balance,
+    EntryKind,
+    Grant,
+    GrantKind,
+    GrantState,
+    Hold,
+    HoldState,
+    TopUpDisabledReason,
+)
+from .top_up_rules import RuleView
 from .wallets import WalletRecord, WalletSelector
 
 
@@ -59,6 +71,12 @@ def ms_to_timestamp(ms: int) -> Timestamp:
 
 def timestamp_to_ms(stamp: Timestamp) -> int:
     return stamp.ToMilliseconds()
+
+
+def ms_to_duration(ms: int) -> Duration:
+    duration = Duration()
+    duration.FromMilliseconds(ms)
+    return duration
 
 
 def money(asset_code: str, amount: int) -> money_pb2.Money:
@@ -235,6 +253,7 @@ def hold_to_proto(hold: Hold, record: WalletRecord) -> wallet_pb2.Hold:
         held=money(asset, held),
         debited=money(asset, hold.debited),
         captured=money(asset, hold.captured),
+        ttl=ms_to_duration(hold.ttl_ms),
         create_time=ms_to_timestamp(hold.created_ms),
         expire_time=ms_to_timestamp(hold.expires_ms),
     )
@@ -295,4 +314,52 @@ def transaction_to_proto(transaction: Transaction) -> wallet_pb2.Transaction:
             account=line.account, amount=money(line.asset_code, line.amount), grant_id=grant_id
         )
     message.balance_delta.CopyFrom(money(transaction.asset_code, delta))
+    return message
+
+
+# ---- auto top-up ----
+
+_DISABLED_REASONS = {
+    TopUpDisabledReason.NONE: wallet_pb2.AUTO_TOP_UP_DISABLED_REASON_UNSPECIFIED,
+    TopUpDisabledReason.OPERATOR: wallet_pb2.AUTO_TOP_UP_DISABLED_REASON_OPERATOR,
+    TopUpDisabledReason.TOO_MANY_FAILURES: wallet_pb2.AUTO_TOP_UP_DISABLED_REASON_TOO_MANY_FAILURES,
+    TopUpDisabledReason.PAYMENT_METHOD_INVALID: (
+        wallet_pb2.AUTO_TOP_UP_DISABLED_REASON_PAYMENT_METHOD_INVALID
+    ),
+}
+_OUTCOMES = {
+    "": wallet_pb2.AUTO_TOP_UP_OUTCOME_UNSPECIFIED,
+    "pending": wallet_pb2.AUTO_TOP_UP_OUTCOME_IN_PROGRESS,
+    "succeeded": wallet_pb2.AUTO_TOP_UP_OUTCOME_SUCCEEDED,
+    "failed": wallet_pb2.AUTO_TOP_UP_OUTCOME_FAILED,
+}
+
+
+def top_up_rule_to_proto(view: RuleView) -> wallet_pb2.AutoTopUpRule:
+    rule, history, asset = view.rule, view.history, view.asset_code
+    message = wallet_pb2.AutoTopUpRule(
+        wallet_id=rule.wallet_id,
+        threshold=money(asset, rule.threshold),
+        payment_method_id=rule.payment_method_id,
+        max_failures=rule.max_failures,
+        enabled=rule.enabled,
+        disabled_reason=_DISABLED_REASONS[rule.disabled_reason],
+        disabled_message=rule.disabled_message,
+        status=wallet_pb2.AutoTopUpStatus(
+            consecutive_failures=rule.consecutive_failures,
+            last_outcome=_OUTCOMES[history.last_state],
+            last_error=history.last_error,
+            last_grant_id=history.last_grant_id,
+        ),
+        create_time=ms_to_timestamp(rule.created_ms),
+        update_time=ms_to_timestamp(rule.updated_ms),
+    )
+    if rule.amount:
+        message.amount.CopyFrom(money(asset, rule.amount))
+    else:
+        message.top_up_to.CopyFrom(money(asset, rule.top_up_to))
+    if history.last_attempt_ms:
+        message.status.last_attempt_time.CopyFrom(ms_to_timestamp(history.last_attempt_ms))
+    if rule.consecutive_failures and rule.next_attempt_ms:  # a retry after a failure
+        message.status.next_attempt_time.CopyFrom(ms_to_timestamp(rule.next_attempt_ms))
     return message

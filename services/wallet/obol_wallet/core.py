@@ -32,6 +32,10 @@ from .model import (
     CaptureResult,
     ChargeRequest,
     CostRecord,
+    DebitRequest,
+    DebitResult,
+    ExtendHoldRequest,
+    ExtendHoldResult,
     Grant,
     GrantKind,
     GrantRequest,
@@ -76,6 +80,24 @@ class CaptureItem:
     allow_overcapture: bool
     cost: CostRecord | None
     memo: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class DebitItem:
+    idem: Idempotency
+    hold_id: str
+    asset_code: str
+    amount: int
+    cost: CostRecord | None
+
+
+@dataclass(frozen=True)
+class ExtendHoldItem:
+    idem: Idempotency
+    hold_id: str
+    ttl_ms: int
+    increase_by: int  # 0: reserve nothing more
+    asset_code: str  # of `increase_by` ("" when none)
 
 
 @dataclass(frozen=True)
@@ -257,6 +279,43 @@ class WalletCore:
     async def charge(self, item: ChargeItem) -> tuple[WalletRecord, CaptureResult]:
         record, request = await self._charge_request(item)
         return record, await self.backend.charge(request)
+
+    async def debit(self, item: DebitItem) -> tuple[WalletRecord, DebitResult]:
+        wallet_id = _hold_wallet(item.hold_id)
+        record = await self.directory.get(wallet_id)
+        _check_asset(record, item.asset_code, "amount.asset_code")
+        check_amount_range(item.amount, "amount.amount")
+        result = await self.backend.debit(
+            DebitRequest(
+                idem=item.idem,
+                wallet_id=wallet_id,
+                hold_id=item.hold_id,
+                entry_id=new_id("txn"),
+                amount=item.amount,
+                now_ms=self.clock.now_ms(),
+                cost=item.cost,
+            )
+        )
+        return record, result
+
+    async def extend_hold(self, item: ExtendHoldItem) -> tuple[WalletRecord, ExtendHoldResult]:
+        wallet_id = _hold_wallet(item.hold_id)
+        record = await self.directory.get(wallet_id)
+        if item.increase_by:
+            _check_asset(record, item.asset_code, "increase_by.asset_code")
+            check_amount_range(item.increase_by, "increase_by.amount")
+        result = await self.backend.extend_hold(
+            ExtendHoldRequest(
+                idem=item.idem,
+                wallet_id=wallet_id,
+                hold_id=item.hold_id,
+                entry_id=new_id("txn"),
+                ttl_ms=item.ttl_ms,
+                increase_by=item.increase_by,
+                now_ms=self.clock.now_ms(),
+            )
+        )
+        return record, result
 
     # ---- batches: each item resolves on its own; errors are results, not raised ----
 

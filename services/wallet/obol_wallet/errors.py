@@ -117,9 +117,3 @@ class VersionConflict(WalletError, Aborted):
     resource_type, resource_id, etag = the current one)."""
 
     reason = "VERSION_CONFLICT"
-
-
-class NotYetAvailable(WalletError, FailedPrecondition):
-    """A contract feature this server does not implement yet (named in the message)."""
-
-    reason = "INVALID_STATE"

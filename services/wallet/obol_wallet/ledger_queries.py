@@ -164,7 +164,7 @@ GRANT_COLUMNS = (
 )
 HOLD_COLUMNS = (
     "hold_id, wallet_id, state, authorized, debited, captured, expires_ms, created_ms,"
-    " closed_ms, request_id, version"
+    " ttl_ms, closed_ms, request_id, version"
 )
 
 
@@ -199,6 +199,7 @@ def hold_record(row: asyncpg.Record) -> HoldRecord:
             captured=row["captured"],
             expires_ms=row["expires_ms"],
             created_ms=row["created_ms"],
+            ttl_ms=row["ttl_ms"],
         ),
         closed_ms=row["closed_ms"],
         request_id=row["request_id"],

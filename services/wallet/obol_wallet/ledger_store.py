@@ -284,15 +284,15 @@ async def upsert_holds(conn: Queryable, records: Iterable[HoldVersion]) -> None:
     holds = [r.hold for r in newest.values()]
     await conn.execute(
         """INSERT INTO holds (hold_id, wallet_id, state, authorized, debited, captured,
-                              expires_ms, created_ms, closed_ms, request_id, version)
+                              expires_ms, created_ms, closed_ms, request_id, version, ttl_ms)
            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],
                                 $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[],
-                                $10::text[], $11::bigint[])
+                                $10::text[], $11::bigint[], $12::bigint[])
            ON CONFLICT (hold_id) DO UPDATE SET
                state = EXCLUDED.state, authorized = EXCLUDED.authorized,
                debited = EXCLUDED.debited, captured = EXCLUDED.captured,
                expires_ms = EXCLUDED.expires_ms, closed_ms = EXCLUDED.closed_ms,
-               version = EXCLUDED.version
+               version = EXCLUDED.version, ttl_ms = EXCLUDED.ttl_ms
            WHERE holds.version < EXCLUDED.version""",
         [h.hold_id for h in holds],
         [h.wallet_id for h in holds],
@@ -305,6 +305,7 @@ async def upsert_holds(conn: Queryable, records: Iterable[HoldVersion]) -> None:
         [r.closed_ms for r in newest.values()],
         [r.request_id for r in newest.values()],
         [r.version for r in newest.values()],
+        [h.ttl_ms for h in holds],
     )
 
 

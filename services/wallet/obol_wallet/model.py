@@ -102,6 +102,7 @@ class Hold:
     captured: int
     expires_ms: int
     created_ms: int
+    ttl_ms: int  # each stream debit pushes expires_ms to at least now + ttl_ms
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,9 @@ class GrantRequest:
     expires_ms: int
     now_ms: int
     memo: Mapping[str, str] = field(default_factory=dict)
+    # The auto top-up attempt this grant pays out ('' for none): the same atomic step
+    # clears it as the wallet's pending attempt and resets the rule's failures.
+    top_up_attempt: str = ""
 
 
 @dataclass(frozen=True)
@@ -184,11 +188,39 @@ class CaptureRequest:
     wallet_id: str
     hold_id: str
     entry_id: str
-    amount: int  # the total to charge for the hold (may be 0)
+    amount: int  # the total for the whole hold (may be 0), stream debits included
     allow_overcapture: bool
     now_ms: int
     cost: CostRecord | None = None
     memo: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DebitRequest:
+    """One chunk of a streaming generation, drawn from an open hold at once."""
+
+    idem: Idempotency
+    wallet_id: str
+    hold_id: str
+    entry_id: str
+    amount: int  # the chunk (> 0), not cumulative
+    now_ms: int
+    cost: CostRecord | None = None
+    memo: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExtendHoldRequest:
+    """Push an open hold's expiry to at least now + ttl_ms (which becomes its TTL) and
+    reserve `increase_by` more (0: nothing more)."""
+
+    idem: Idempotency
+    wallet_id: str
+    hold_id: str
+    entry_id: str
+    ttl_ms: int
+    increase_by: int
+    now_ms: int
 
 
 @dataclass(frozen=True)
@@ -239,6 +271,8 @@ class MutationResult:
     entry_ids: Sequence[str]
     balance: Balance
     replayed: bool = False
+    # A spend whose atomic step started an auto top-up attempt (see docs/wallet.md).
+    auto_top_up_triggered: bool = False
 
 
 @dataclass(frozen=True)
@@ -251,10 +285,69 @@ class AuthorizeResult(MutationResult):
 @dataclass(frozen=True)
 class CaptureResult(MutationResult):
     hold_id: str = ""
-    charged: int = 0
+    charged: int = 0  # the total for the hold (stream debits included)
     released: int = 0
+    draws: Sequence[Draw] = ()  # what this call drew (a capture: beyond the debits)
+    overdraft_drawn: int = 0
+    reversed: int = 0  # debited beyond a lower capture total, given back to the wallet
+
+
+class StopReason(enum.Enum):
+    """Why a streaming debit tells the caller to stop."""
+
+    HOLD_EXHAUSTED = "hold_exhausted"
+    WALLET_EXHAUSTED = "wallet_exhausted"
+    WALLET_FROZEN = "wallet_frozen"
+
+
+@dataclass(frozen=True)
+class DebitResult(MutationResult):
+    hold_id: str = ""
+    charged: int = 0  # drawn for this chunk: from the hold, then from the free balance
+    shortfall: int = 0  # what the chunk asked beyond what could be drawn (not charged)
+    hold_remaining: int = 0  # what the hold still reserves
+    hold_debited: int = 0  # drawn from the hold's reservation by its debits so far
+    expires_ms: int = 0  # the hold's expiry after this debit
     draws: Sequence[Draw] = ()
     overdraft_drawn: int = 0
+
+    @property
+    def stop_reason(self) -> StopReason | None:
+        """None: go on. A frozen wallet stops every stream, then a shortfall, then a hold
+        with nothing left."""
+        if self.balance.frozen:
+            return StopReason.WALLET_FROZEN
+        if self.shortfall > 0:
+            return StopReason.WALLET_EXHAUSTED
+        if self.hold_remaining == 0:
+            return StopReason.HOLD_EXHAUSTED
+        return None
+
+
+@dataclass(frozen=True)
+class ExtendHoldResult(MutationResult):
+    """The open hold after the extension."""
+
+    hold_id: str = ""
+    authorized: int = 0
+    debited: int = 0
+    expires_ms: int = 0
+    created_ms: int = 0
+    ttl_ms: int = 0
+
+    @property
+    def hold(self) -> Hold:
+        return Hold(
+            hold_id=self.hold_id,
+            wallet_id=self.balance.wallet_id,
+            state=HoldState.OPEN,
+            authorized=self.authorized,
+            debited=self.debited,
+            captured=0,
+            expires_ms=self.expires_ms,
+            created_ms=self.created_ms,
+            ttl_ms=self.ttl_ms,
+        )
 
 
 @dataclass(frozen=True)
@@ -286,3 +379,103 @@ class WalletSnapshot:
     grants: Sequence[Grant]  # every grant not expired and with remaining > 0, or pending
     open_holds: Sequence[Hold]
     requests: Sequence[RequestRecord]  # idempotency records younger than the retention
+
+
+# ---- auto top-up (docs/wallet.md "Auto top-up") ----
+
+DEFAULT_MAX_FAILURES = 3
+
+
+class TopUpDisabledReason(enum.Enum):
+    NONE = ""
+    OPERATOR = "operator"
+    TOO_MANY_FAILURES = "too_many_failures"
+    PAYMENT_METHOD_INVALID = "payment_method_invalid"
+
+
+@dataclass(frozen=True)
+class TopUpRule:
+    """A wallet's auto top-up rule and its live status (an `auto_topup_rules` row)."""
+
+    wallet_id: str
+    threshold: int  # an attempt starts when available falls below this
+    amount: int  # bought per attempt; 0 when top_up_to is set
+    top_up_to: int  # buy what brings available up to this; 0 when amount is set
+    payment_method_id: str
+    max_failures: int
+    enabled: bool
+    disabled_reason: TopUpDisabledReason
+    disabled_message: str
+    consecutive_failures: int
+    next_attempt_ms: int  # no attempt before this (0: none scheduled)
+    deleted: bool
+    version: int  # grows with every Set and Delete
+    created_ms: int
+    updated_ms: int
+
+
+@dataclass(frozen=True)
+class TopUpAttempt:
+    """An auto top-up attempt in flight: `<wallet>:<seq>`, seq being the wallet's ledger
+    sequence of the entry that started it. It is the payment's idempotency key and the
+    grant's request_id, so running it twice charges and credits once."""
+
+    attempt_id: str
+    wallet_id: str
+    asset_code: str
+    amount: int
+    payment_method_id: str
+    created_ms: int
+    token: str = ""  # where the backend's queue keeps it (Redis: partition/message id)
+
+
+class WalletEventKind(enum.Enum):
+    LOW_BALANCE = "low_balance"  # a spend took available below the rule's threshold
+    DEPLETED = "depleted"  # a spend took available to zero
+    AUTO_TOP_UP_SUCCEEDED = "auto_top_up_succeeded"
+    AUTO_TOP_UP_FAILED = "auto_top_up_failed"
+    AUTO_TOP_UP_DISABLED = "auto_top_up_disabled"  # the alert: the rule turned itself off
+
+
+@dataclass(frozen=True)
+class WalletEvent:
+    """A typed wallet event (`wallet_events`); event_id is derived from its cause."""
+
+    event_id: str
+    wallet_id: str
+    kind: WalletEventKind
+    occurred_ms: int
+    data: Mapping[str, str] = field(default_factory=dict)
+    token: str = ""  # where the backend's queue keeps it (Redis: partition/message id)
+
+
+@dataclass(frozen=True)
+class TopUpFailure:
+    """A declined payment of an attempt, to record on the rule."""
+
+    attempt: TopUpAttempt
+    error: str
+    method_invalid: bool  # the payment method cannot work: disable the rule at once
+    now_ms: int
+    retry_base_ms: int  # the first retry's delay; doubled per further failure
+    retry_max_ms: int
+
+
+@dataclass(frozen=True)
+class TopUpStatus:
+    """A rule's live status after a failure was recorded."""
+
+    recorded: bool  # False: the attempt was no longer pending (a repeat): nothing changed
+    consecutive_failures: int
+    next_attempt_ms: int
+    enabled: bool
+    disabled_reason: TopUpDisabledReason
+    rule_version: int  # the version the status belongs to (0: the wallet has no rule)
+
+
+def retry_delay_ms(failures: int, base_ms: int, max_ms: int) -> int:
+    """Exponential backoff: base, 2 x base, 4 x base... capped at max (top_up.lua too)."""
+    delay = base_ms
+    for _ in range(1, failures):
+        delay = min(2 * delay, max_ms)
+    return min(delay, max_ms)

@@ -50,6 +50,12 @@ def wallet_of_grant(grant_id: str) -> str | None:
     return _wallet_of_child(GRANT_PREFIX, grant_id)
 
 
+def reversal_grant_id(wallet_id: str, entry_id: str) -> str:
+    """The grant that gives back what stream debits drew beyond a lower capture total:
+    named after the capture's entry (`txn_<ULID>`), so both backends make the same id."""
+    return grant_id_for(wallet_id, entry_id.rpartition("_")[2])
+
+
 @dataclass(frozen=True)
 class WalletKeys:
     partition: int
@@ -102,6 +108,16 @@ class WalletKeys:
     @property
     def due(self) -> str:
         return f"{self.tag}:due"
+
+    @property
+    def topups(self) -> str:
+        """The partition's stream of auto top-up attempts and wallet events (the worker's)."""
+        return f"{self.tag}:topups"
+
+    @property
+    def topup_due(self) -> str:
+        """The partition's wallets with an auto top-up retry due, score = when (ms)."""
+        return f"{self.tag}:topup_due"
 
 
 def keys_for(wallet_id: str, partitions: int) -> WalletKeys:

@@ -11,6 +11,8 @@ per operation:
    ledger entries) before the operation, in the same transaction.
 4. The operation's checks and changes, then the ledger entries (hash-chained), the grant
    and hold rows, the wallet counters and the idempotency record, through ledger_store.
+5. After a spend (authorize, capture, charge, debit): balance alerts and maybe an auto
+   top-up attempt, from the wallet's `auto_topup_rules` row (top_up_store.py).
 
 A refused operation raises and rolls everything back, settlement included (it is redone
 by the next call). Counters mirror the Redis hash: `active` (sum of active grants'
@@ -33,7 +35,7 @@ from obol_core.ids import new_id
 from obol_core.money import LUA_EXACT_MAX, check_amount_range
 from obol_core.postgres import Queryable
 
-from . import ledger_store
+from . import ledger_store, top_up_store
 from .errors import (
     BalanceOutOfRange,
     CaptureExceedsHold,
@@ -51,6 +53,7 @@ from .errors import (
 from .ledger_queries import GRANT_COLUMNS, HOLD_COLUMNS, grant_record, hold_record
 from .ledger_store import ChainHead, GrantRecord, HoldRecord, WalletRequest, WalletState
 from .model import (
+    DEFAULT_PRIORITY,
     NEVER_EXPIRES,
     AuthorizeRequest,
     AuthorizeResult,
@@ -59,8 +62,12 @@ from .model import (
     CaptureResult,
     ChargeRequest,
     CostRecord,
+    DebitRequest,
+    DebitResult,
     Draw,
     EntryKind,
+    ExtendHoldRequest,
+    ExtendHoldResult,
     Grant,
     GrantKind,
     GrantRequest,
@@ -74,8 +81,17 @@ from .model import (
     RefundRequest,
     RequestRecord,
     SettingsRequest,
+    TopUpAttempt,
+    TopUpDisabledReason,
+    TopUpFailure,
+    TopUpRule,
+    TopUpStatus,
     VoidRequest,
+    WalletEvent,
+    WalletEventKind,
+    retry_delay_ms,
 )
+from .partitions import reversal_grant_id
 
 R = TypeVar("R", bound=MutationResult)
 
@@ -261,6 +277,8 @@ class PostgresBackend:
                 {**request.memo, "grant_id": grant.grant_id, "grant_kind": request.kind.value},
                 request.idem.request_id,
             )
+            if request.top_up_attempt:
+                await _top_up_paid(conn, tx, request.top_up_attempt, grant)
             return GrantResult(
                 entry_ids=(entry.entry_id,),
                 balance=wallet.balance(request.now_ms),
@@ -354,6 +372,7 @@ class PostgresBackend:
                 captured=0,
                 expires_ms=expires_ms,
                 created_ms=request.now_ms,
+                ttl_ms=request.ttl_ms,
             )
             wallet.held += request.amount
             tx.put_hold(hold, None, request.idem.request_id, version=0)
@@ -372,7 +391,7 @@ class PostgresBackend:
             )
 
         return await self._mutate(
-            request.idem, request.wallet_id, request.now_ms, request.entry_id, apply
+            request.idem, request.wallet_id, request.now_ms, request.entry_id, apply, spend=True
         )
 
     async def capture(self, request: CaptureRequest) -> CaptureResult:
@@ -383,28 +402,43 @@ class PostgresBackend:
             record = await _open_hold(conn, tx, request.hold_id)
             hold = record.hold
             reserved = hold.authorized - hold.debited
-            to_draw = request.amount
+            # Debits already drew part of the total: draw the rest now, or give back
+            # their excess.
+            to_draw = max(request.amount - hold.debited, 0)
+            give_back = max(hold.debited - request.amount, 0)
             if to_draw > reserved:
                 if not request.allow_overcapture:
                     raise CaptureExceedsHold(
-                        f"capture of {request.amount} exceeds hold {hold.hold_id} "
+                        f"capture of {to_draw} exceeds hold {hold.hold_id} "
                         f"({reserved} held) and overcapture is not allowed",
                         metadata={
                             "hold_id": hold.hold_id,
                             "asset_code": wallet.asset,
                             "held": reserved,
-                            "required": request.amount,
+                            "required": to_draw,
                         },
                     )
                 _require_unfrozen(wallet)  # the excess is a new spend
             # Its own reservation plus the free balance, never other holds' reservations.
             # Within the reservation this fails only if grants backing it have expired.
             _require_available(wallet, to_draw, reserved_for_this=reserved)
+            if give_back:
+                pending_total = await _pending_total(conn, wallet.wallet_id)
+                _within_range(
+                    wallet.active + pending_total + wallet.overdraft_limit + give_back,
+                    "grants",
+                    wallet,
+                )
             wallet.held -= reserved
+            reversals = (
+                [_reverse_debits(tx, hold.hold_id, give_back, request.idem.request_id)]
+                if give_back
+                else []
+            )
             draws, overdraft = await _draw(conn, tx, to_draw)
             released = max(reserved - to_draw, 0)
             tx.put_hold(
-                replace(hold, state=HoldState.CAPTURED, captured=to_draw),
+                replace(hold, state=HoldState.CAPTURED, captured=request.amount),
                 request.now_ms,
                 record.request_id,
                 record.version,
@@ -416,23 +450,24 @@ class PostgresBackend:
                 {
                     **request.memo,
                     "hold_id": hold.hold_id,
-                    "charged": str(to_draw),
+                    "charged": str(request.amount),
                     "released": str(released),
                 },
                 request.idem.request_id,
             )
             return CaptureResult(
-                entry_ids=(entry.entry_id,),
+                entry_ids=(*(r.entry_id for r in reversals), entry.entry_id),
                 balance=wallet.balance(request.now_ms),
                 hold_id=hold.hold_id,
-                charged=to_draw,
+                charged=request.amount,
                 released=released,
                 draws=tuple(draws),
                 overdraft_drawn=overdraft,
+                reversed=give_back,
             )
 
         return await self._mutate(
-            request.idem, request.wallet_id, request.now_ms, request.entry_id, apply
+            request.idem, request.wallet_id, request.now_ms, request.entry_id, apply, spend=True
         )
 
     async def void(self, request: VoidRequest) -> MutationResult:
@@ -455,6 +490,94 @@ class PostgresBackend:
                 request_id=request.idem.request_id,
             )
             return MutationResult((entry.entry_id,), wallet.balance(request.now_ms))
+
+        return await self._mutate(
+            request.idem, request.wallet_id, request.now_ms, request.entry_id, apply
+        )
+
+    async def debit(self, request: DebitRequest) -> DebitResult:
+        _positive(request.amount, "amount")
+
+        async def apply(conn: Queryable, tx: _Tx) -> DebitResult:
+            wallet = tx.wallet
+            record = await _open_hold(conn, tx, request.hold_id)
+            hold = record.hold
+            reserved = hold.authorized - hold.debited
+            # The hold's reservation, then the free balance (available excludes this hold;
+            # never other holds' reservations), which a frozen wallet does not lend. A
+            # negative available (grants backing holds expired) lowers it: never overdrawn.
+            usable = reserved + (min(wallet.available, 0) if wallet.frozen else wallet.available)
+            charged = max(min(request.amount, usable), 0)
+            from_hold = min(charged, reserved)
+            wallet.held -= from_hold
+            draws, overdraft = await _draw(conn, tx, charged)
+            debited = replace(
+                hold,
+                debited=hold.debited + from_hold,
+                expires_ms=max(hold.expires_ms, request.now_ms + hold.ttl_ms),
+            )
+            tx.put_hold(debited, None, record.request_id, record.version)
+            entry = tx.post(
+                request.entry_id,
+                EntryKind.DEBIT,
+                _spend_lines(wallet, draws, overdraft, charged, request.cost),
+                {**request.memo, "hold_id": hold.hold_id},
+                request.idem.request_id,
+            )
+            return DebitResult(
+                entry_ids=(entry.entry_id,),
+                balance=wallet.balance(request.now_ms),
+                hold_id=hold.hold_id,
+                charged=charged,
+                shortfall=request.amount - charged,
+                hold_remaining=debited.authorized - debited.debited,
+                hold_debited=debited.debited,
+                expires_ms=debited.expires_ms,
+                draws=tuple(draws),
+                overdraft_drawn=overdraft,
+            )
+
+        return await self._mutate(
+            request.idem, request.wallet_id, request.now_ms, request.entry_id, apply, spend=True
+        )
+
+    async def extend_hold(self, request: ExtendHoldRequest) -> ExtendHoldResult:
+        _positive(request.ttl_ms, "ttl_ms")
+        check_amount_range(request.increase_by, "increase_by")
+
+        async def apply(conn: Queryable, tx: _Tx) -> ExtendHoldResult:
+            wallet = tx.wallet
+            record = await _open_hold(conn, tx, request.hold_id)
+            hold = record.hold
+            entry_ids: tuple[str, ...] = ()
+            if request.increase_by:
+                _require_unfrozen(wallet)
+                _require_available(wallet, request.increase_by)
+                wallet.held += request.increase_by
+                hold = replace(hold, authorized=hold.authorized + request.increase_by)
+                entry = tx.post(
+                    request.entry_id,
+                    EntryKind.HOLD,
+                    memo={"hold_id": hold.hold_id, "increase_by": str(request.increase_by)},
+                    request_id=request.idem.request_id,
+                )
+                entry_ids = (entry.entry_id,)
+            hold = replace(
+                hold,
+                ttl_ms=request.ttl_ms,
+                expires_ms=max(hold.expires_ms, request.now_ms + request.ttl_ms),
+            )
+            tx.put_hold(hold, None, record.request_id, record.version)
+            return ExtendHoldResult(
+                entry_ids=entry_ids,
+                balance=wallet.balance(request.now_ms),
+                hold_id=hold.hold_id,
+                authorized=hold.authorized,
+                debited=hold.debited,
+                expires_ms=hold.expires_ms,
+                created_ms=hold.created_ms,
+                ttl_ms=hold.ttl_ms,
+            )
 
         return await self._mutate(
             request.idem, request.wallet_id, request.now_ms, request.entry_id, apply
@@ -484,7 +607,7 @@ class PostgresBackend:
             )
 
         return await self._mutate(
-            request.idem, request.wallet_id, request.now_ms, request.entry_id, apply
+            request.idem, request.wallet_id, request.now_ms, request.entry_id, apply, spend=True
         )
 
     async def update_settings(self, request: SettingsRequest) -> MutationResult:
@@ -571,6 +694,73 @@ class PostgresBackend:
             await self._settle_wallet(row["wallet_id"], now_ms)
         return len(rows)
 
+    # ---- auto top-up: the rule and attempt rows are the hot state (top_up_store.py) ----
+
+    async def mirror_top_up_rule(self, rule: TopUpRule) -> None:
+        """Nothing to do: the spends read the rule's row itself."""
+
+    async def take_top_ups(
+        self, consumer: str, now_ms: int, limit: int, lease_ms: int
+    ) -> Sequence[TopUpAttempt | WalletEvent]:
+        """Pending attempts, leased (events are written by the spends themselves)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            return await top_up_store.claim_attempts(conn, now_ms, lease_ms, limit)
+
+    async def top_up_done(self, item: TopUpAttempt | WalletEvent) -> None:
+        """Nothing to do: an attempt left the queue when its grant or failure was written."""
+
+    async def fail_top_up(self, failure: TopUpFailure) -> TopUpStatus:
+        attempt = failure.attempt
+        async with self._pool.acquire() as conn, conn.transaction():
+            await _lock_wallet(conn, attempt.wallet_id)  # as the spends that read the rule
+            recorded = await top_up_store.attempt_failed(
+                conn, attempt.attempt_id, failure.error, failure.now_ms
+            )
+            rule = await top_up_store.get_rule(conn, attempt.wallet_id)
+            if rule is None:
+                return TopUpStatus(recorded, 0, 0, False, TopUpDisabledReason.NONE, 0)
+            if not recorded:
+                return _status(rule, recorded=False)
+            status = _failed_status(rule, failure)
+            await top_up_store.record_status(conn, attempt.wallet_id, status, "", failure.now_ms)
+            await top_up_store.insert_events(conn, _failure_events(failure, status, rule))
+            return status
+
+    async def start_due_top_ups(self, now_ms: int, limit: int) -> int:
+        async with self._pool.acquire() as conn:
+            wallet_ids = await top_up_store.due_rules(conn, now_ms, limit)
+        started = 0
+        for wallet_id in wallet_ids:
+            if await self._start_due_top_up(wallet_id, now_ms):
+                started += 1
+        return started
+
+    async def _start_due_top_up(self, wallet_id: str, now_ms: int) -> bool:
+        """As lua/top_up_due.lua: start an attempt if the rule still asks for one (its
+        entry, an ADJUSTMENT without lines, names it), else take the rule off the list."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            tx = _Tx(await _lock_wallet(conn, wallet_id), now_ms, new_id("txn"))
+            await _settle(conn, tx)
+            found = await top_up_store.live_rule(conn, wallet_id)
+            started = False
+            if found is not None and 0 < found[0].next_attempt_ms <= now_ms:
+                rule, pending = found
+                if rule.enabled and not pending and tx.wallet.available < rule.threshold:
+                    attempt_id = f"{wallet_id}:{tx.wallet.seq + 1}"
+                    tx.post(
+                        tx.entry_id,
+                        EntryKind.ADJUSTMENT,
+                        memo={"reason": "auto_top_up", "attempt_id": attempt_id},
+                    )
+                    await _start_top_up(conn, tx, rule)
+                    started = True
+                else:
+                    await top_up_store.schedule_rule(conn, wallet_id, 0)
+            if tx.changed:
+                tx.wallet.version += 1
+                await _flush(conn, tx, None)
+            return started
+
     # ---- the transaction ----
 
     async def _mutate(
@@ -580,6 +770,8 @@ class PostgresBackend:
         now_ms: int,
         entry_id: str,
         apply: Callable[[Queryable, _Tx], Awaitable[R]],
+        *,
+        spend: bool = False,
     ) -> R:
         async with self._pool.acquire() as conn, conn.transaction():
             tx = _Tx(await _lock_wallet(conn, wallet_id), now_ms, entry_id)
@@ -596,8 +788,11 @@ class PostgresBackend:
                 return decode_result(stored["result"])  # type: ignore[return-value]
             if stored["due"]:
                 await _settle(conn, tx)
+            before = tx.wallet.available
             tx.wallet.version += 1
             result = await apply(conn, tx)
+            if spend and await _top_up_after_spend(conn, tx, before):
+                result = replace(result, auto_top_up_triggered=True)
             record = RequestRecord(
                 idem.request_id, idem.request_hash, encode_result(result), now_ms
             )
@@ -612,6 +807,147 @@ class PostgresBackend:
                 tx.wallet.version += 1
                 await _flush(conn, tx, None)
             return tx.wallet.balance(now_ms)
+
+
+async def _top_up_after_spend(conn: Queryable, tx: _Tx, before: int) -> bool:
+    """At the end of a spend whose available was `before` (as lua/top_up.lua): the
+    `depleted` and `low_balance` alerts, then an attempt if the wallet's rule is enabled,
+    available is below its threshold, none is pending and no retry delay runs. True if an
+    attempt started."""
+    wallet = tx.wallet
+    after = wallet.available
+    found = await top_up_store.live_rule(conn, wallet.wallet_id)
+    threshold = 0 if found is None else found[0].threshold
+    events: list[WalletEvent] = []
+    if before > 0 >= after:
+        events.append(_event(tx, WalletEventKind.DEPLETED, after, threshold))
+    started = False
+    if found is not None:
+        rule, pending = found
+        if before >= rule.threshold > after:
+            events.append(_event(tx, WalletEventKind.LOW_BALANCE, after, threshold))
+        if (
+            rule.enabled
+            and not pending
+            and after < rule.threshold
+            and tx.now_ms >= rule.next_attempt_ms
+        ):
+            await _start_top_up(conn, tx, rule)
+            started = True
+    await top_up_store.insert_events(conn, events)
+    return started
+
+
+def _event(tx: _Tx, kind: WalletEventKind, available: int, threshold: int) -> WalletEvent:
+    return WalletEvent(
+        event_id=f"{tx.entry_id}:{kind.value}",
+        wallet_id=tx.wallet.wallet_id,
+        kind=kind,
+        occurred_ms=tx.now_ms,
+        data={"available": str(available), "threshold": str(threshold)},
+    )
+
+
+async def _start_top_up(conn: Queryable, tx: _Tx, rule: TopUpRule) -> None:
+    """A pending attempt named after the wallet's last entry (the one that started it)."""
+    wallet = tx.wallet
+    await top_up_store.insert_attempt(
+        conn,
+        TopUpAttempt(
+            attempt_id=f"{wallet.wallet_id}:{wallet.seq}",
+            wallet_id=wallet.wallet_id,
+            asset_code=wallet.asset,
+            amount=rule.amount or rule.top_up_to - wallet.available,
+            payment_method_id=rule.payment_method_id,
+            created_ms=tx.now_ms,
+        ),
+    )
+    if rule.next_attempt_ms:
+        await top_up_store.schedule_rule(conn, wallet.wallet_id, 0)
+
+
+async def _top_up_paid(conn: Queryable, tx: _Tx, attempt_id: str, grant: Grant) -> None:
+    """The grant pays out the attempt (as top_up_paid() in lua/top_up.lua): it succeeded,
+    the rule's failures start over, and `auto_top_up_succeeded` is recorded."""
+    wallet_id = tx.wallet.wallet_id
+    await top_up_store.attempt_paid(conn, wallet_id, attempt_id, grant.grant_id, tx.now_ms)
+    event = WalletEvent(
+        event_id=f"{attempt_id}:succeeded",
+        wallet_id=wallet_id,
+        kind=WalletEventKind.AUTO_TOP_UP_SUCCEEDED,
+        occurred_ms=tx.now_ms,
+        data={"attempt_id": attempt_id, "grant_id": grant.grant_id, "amount": str(grant.amount)},
+    )
+    await top_up_store.insert_events(conn, [event])
+
+
+def _failure_events(
+    failure: TopUpFailure, status: TopUpStatus, rule: TopUpRule
+) -> list[WalletEvent]:
+    """`auto_top_up_failed`, and `auto_top_up_disabled` (the alert) when this failure
+    disabled the rule (as lua/top_up_fail.lua)."""
+    attempt = failure.attempt
+    failed = WalletEvent(
+        event_id=f"{attempt.attempt_id}:failed",
+        wallet_id=attempt.wallet_id,
+        kind=WalletEventKind.AUTO_TOP_UP_FAILED,
+        occurred_ms=failure.now_ms,
+        data={
+            "attempt_id": attempt.attempt_id,
+            "error": failure.error,
+            "consecutive_failures": str(status.consecutive_failures),
+            "next_attempt_ms": str(status.next_attempt_ms),
+        },
+    )
+    if status.enabled or not rule.enabled:
+        return [failed]
+    disabled = WalletEvent(
+        event_id=f"{attempt.attempt_id}:disabled",
+        wallet_id=attempt.wallet_id,
+        kind=WalletEventKind.AUTO_TOP_UP_DISABLED,
+        occurred_ms=failure.now_ms,
+        data={
+            "attempt_id": attempt.attempt_id,
+            "reason": status.disabled_reason.value,
+            "consecutive_failures": str(status.consecutive_failures),
+        },
+    )
+    return [failed, disabled]
+
+
+def _status(rule: TopUpRule, *, recorded: bool) -> TopUpStatus:
+    return TopUpStatus(
+        recorded=recorded,
+        consecutive_failures=rule.consecutive_failures,
+        next_attempt_ms=rule.next_attempt_ms,
+        enabled=rule.enabled,
+        disabled_reason=rule.disabled_reason,
+        rule_version=rule.version,
+    )
+
+
+def _failed_status(rule: TopUpRule, failure: TopUpFailure) -> TopUpStatus:
+    """The rule after one more failure (as lua/top_up_fail.lua): an enabled rule disables
+    itself at max failures or for an unusable payment method, else retries after a backoff."""
+    failures = rule.consecutive_failures + 1
+    enabled, reason, next_ms = rule.enabled, rule.disabled_reason, 0
+    if enabled and (failure.method_invalid or failures >= rule.max_failures):
+        enabled = False
+        reason = (
+            TopUpDisabledReason.PAYMENT_METHOD_INVALID
+            if failure.method_invalid
+            else TopUpDisabledReason.TOO_MANY_FAILURES
+        )
+    elif enabled:
+        delay = retry_delay_ms(failures, failure.retry_base_ms, failure.retry_max_ms)
+        next_ms = failure.now_ms + delay
+    return replace(
+        _status(rule, recorded=True),
+        consecutive_failures=failures,
+        next_attempt_ms=next_ms,
+        enabled=enabled,
+        disabled_reason=reason,
+    )
 
 
 async def _lock_wallet(conn: Queryable, wallet_id: str) -> _Wallet:
@@ -771,6 +1107,36 @@ async def _draw(conn: Queryable, tx: _Tx, amount: int) -> tuple[list[Draw], int]
     return draws, left
 
 
+def _reverse_debits(tx: _Tx, hold_id: str, amount: int, request_id: str) -> LedgerEntry:
+    """Give back what a hold's debits drew beyond its capture total: revenue goes into a
+    new adjustment grant (debits' draws are not tracked per grant), which first repays
+    overdraft used. Returns the REVERSAL entry."""
+    wallet = tx.wallet
+    grant = Grant(
+        grant_id=reversal_grant_id(wallet.wallet_id, tx.entry_id),
+        wallet_id=wallet.wallet_id,
+        kind=GrantKind.ADJUSTMENT,
+        amount=amount,
+        remaining=amount,
+        priority=DEFAULT_PRIORITY,
+        effective_ms=tx.now_ms,
+        expires_ms=NEVER_EXPIRES,
+        created_ms=tx.now_ms,
+    )
+    lines = [
+        LedgerLine(f"revenue:{wallet.asset}", wallet.asset, -amount),
+        LedgerLine(wallet.account(f"grant:{grant.grant_id}"), wallet.asset, amount),
+    ]
+    lines += _activate(tx, GrantRecord(grant, False, True, 0))
+    return tx.post(
+        None,
+        EntryKind.REVERSAL,
+        lines,
+        {"hold_id": hold_id, "grant_id": grant.grant_id},
+        request_id,
+    )
+
+
 def _spend_lines(
     wallet: _Wallet, draws: Sequence[Draw], overdraft: int, charged: int, cost: CostRecord | None
 ) -> list[LedgerLine]:
@@ -861,7 +1227,15 @@ def _unknown_wallet(wallet_id: str) -> UnknownWallet:
 # ---- idempotency records ----
 
 _RESULT_TYPES: dict[str, type[MutationResult]] = {
-    cls.__name__: cls for cls in (MutationResult, AuthorizeResult, CaptureResult, GrantResult)
+    cls.__name__: cls
+    for cls in (
+        MutationResult,
+        AuthorizeResult,
+        CaptureResult,
+        DebitResult,
+        ExtendHoldResult,
+        GrantResult,
+    )
 }
 
 

@@ -38,11 +38,20 @@ from .convert import (
     new_customer_from_proto,
     selector_from_proto,
     timestamp_to_ms,
+    top_up_rule_to_proto,
     transaction_to_proto,
     wallet_to_proto,
 )
-from .core import AuthorizeItem, CaptureItem, ChargeItem, GrantSpec, WalletCore
-from .errors import NoPriceBook, NotYetAvailable
+from .core import (
+    AuthorizeItem,
+    CaptureItem,
+    ChargeItem,
+    DebitItem,
+    ExtendHoldItem,
+    GrantSpec,
+    WalletCore,
+)
+from .errors import NoPriceBook
 from .importer_convert import import_customers
 from .model import (
     DEFAULT_PRIORITY,
@@ -51,9 +60,12 @@ from .model import (
     Balance,
     CaptureResult,
     CostRecord,
+    DebitResult,
     GrantKind,
     Idempotency,
+    StopReason,
 )
+from .top_up_rules import TopUpRules, rule_spec
 from .wallets import WalletRecord
 
 GrantResponseT = TypeVar(
@@ -65,6 +77,12 @@ GrantResponseT = TypeVar(
 
 SERVICE_NAME = wallet_pb2.DESCRIPTOR.services_by_name["WalletService"].full_name
 
+_STOP_REASONS = {
+    StopReason.HOLD_EXHAUSTED: wallet_pb2.STOP_REASON_HOLD_EXHAUSTED,
+    StopReason.WALLET_EXHAUSTED: wallet_pb2.STOP_REASON_WALLET_EXHAUSTED,
+    StopReason.WALLET_FROZEN: wallet_pb2.STOP_REASON_WALLET_FROZEN,
+}
+
 
 def _idem(method: str, request: Message) -> Idempotency:
     """The request's idempotency key, bound to a hash of the whole request."""
@@ -73,7 +91,10 @@ def _idem(method: str, request: Message) -> Idempotency:
 
 
 def _amount(
-    message: wallet_pb2.AuthorizeRequest | wallet_pb2.CaptureRequest | wallet_pb2.ChargeRequest,
+    message: wallet_pb2.AuthorizeRequest
+    | wallet_pb2.CaptureRequest
+    | wallet_pb2.ChargeRequest
+    | wallet_pb2.StreamDebit,
 ) -> Money:
     """The fixed amount of a billable oneof; usage needs a price book (pricing issue)."""
     if message.WhichOneof("billable") == "amount":
@@ -84,18 +105,18 @@ def _amount(
     )
 
 
-def _cost(message: wallet_pb2.CaptureRequest | wallet_pb2.ChargeRequest) -> CostRecord | None:
+def _cost(
+    message: wallet_pb2.CaptureRequest | wallet_pb2.ChargeRequest | wallet_pb2.StreamDebit,
+) -> CostRecord | None:
     if message.WhichOneof("cost") == "provider_cost":
         return CostRecord(message.provider_cost.asset_code, message.provider_cost.amount)
     return None
 
 
-def _settlement(
-    asset_code: str, result: CaptureResult, cost: CostRecord | None
-) -> wallet_pb2.Settlement:
+def _settlement(asset_code: str, charged: int, cost: CostRecord | None) -> wallet_pb2.Settlement:
     settlement = wallet_pb2.Settlement(
-        charged=money(asset_code, result.charged),
-        revenue=money(asset_code, result.charged),
+        charged=money(asset_code, charged),
+        revenue=money(asset_code, charged),
         cost_source=wallet_pb2.COST_SOURCE_PROVIDER_REPORTED
         if cost
         else wallet_pb2.COST_SOURCE_UNRATED,
@@ -103,7 +124,7 @@ def _settlement(
     if cost is not None:
         settlement.cost.CopyFrom(money(cost.currency, cost.amount))
         if cost.currency == asset_code:
-            settlement.margin.CopyFrom(money(asset_code, result.charged - cost.amount))
+            settlement.margin.CopyFrom(money(asset_code, charged - cost.amount))
     return settlement
 
 
@@ -152,10 +173,11 @@ def _capture_response(
     return wallet_pb2.CaptureResponse(
         hold_id=result.hold_id,
         transaction_id=result.entry_ids[-1] if result.entry_ids else "",
-        settlement=_settlement(asset, result, cost),
+        settlement=_settlement(asset, result.charged, cost),
         released=money(asset, result.released),
         available=money(asset, result.balance.available),
         balance_version=result.balance.version,
+        auto_top_up_triggered=result.auto_top_up_triggered,
     )
 
 
@@ -176,10 +198,52 @@ def _charge_response(
 ) -> wallet_pb2.ChargeResponse:
     return wallet_pb2.ChargeResponse(
         transaction_id=result.entry_ids[-1] if result.entry_ids else "",
-        settlement=_settlement(record.asset_code, result, cost),
+        settlement=_settlement(record.asset_code, result.charged, cost),
         available=money(record.asset_code, result.balance.available),
         wallet_id=record.wallet_id,
         balance_version=result.balance.version,
+        auto_top_up_triggered=result.auto_top_up_triggered,
+    )
+
+
+def _debit_item(request: wallet_pb2.StreamDebit) -> DebitItem:
+    amount = _amount(request)
+    return DebitItem(
+        idem=_idem("StreamDebit", request),
+        hold_id=request.hold_id,
+        asset_code=amount.asset_code,
+        amount=amount.amount,
+        cost=_cost(request),
+    )
+
+
+def _debit_result(
+    record: WalletRecord, result: DebitResult, cost: CostRecord | None
+) -> wallet_pb2.StreamDebitResult:
+    asset = record.asset_code
+    settlement = _settlement(asset, result.charged, cost)
+    settlement.shortfall.CopyFrom(money(asset, result.shortfall))
+    stop = result.stop_reason
+    return wallet_pb2.StreamDebitResult(
+        hold_id=result.hold_id,
+        transaction_id=result.entry_ids[-1] if result.entry_ids else "",
+        settlement=settlement,
+        hold_remaining=money(asset, result.hold_remaining),
+        hold_debited=money(asset, result.hold_debited),
+        available=money(asset, result.balance.available),
+        signal=wallet_pb2.METER_SIGNAL_CONTINUE if stop is None else wallet_pb2.METER_SIGNAL_STOP,
+        stop_reason=wallet_pb2.STOP_REASON_UNSPECIFIED if stop is None else _STOP_REASONS[stop],
+        expire_time=ms_to_timestamp(result.expires_ms),
+    )
+
+
+def _extend_hold_item(request: wallet_pb2.ExtendHoldRequest) -> ExtendHoldItem:
+    return ExtendHoldItem(
+        idem=_idem("ExtendHold", request),
+        hold_id=request.hold_id,
+        ttl_ms=request.ttl.ToMilliseconds(),
+        increase_by=request.increase_by.amount,
+        asset_code=request.increase_by.asset_code,
     )
 
 
@@ -187,6 +251,7 @@ class WalletService(wallet_pb2_grpc.WalletServiceServicer):
     def __init__(self, pool: asyncpg.Pool[asyncpg.Record], core: WalletCore) -> None:
         self._pool = pool
         self._core = core
+        self._top_ups = TopUpRules(pool, core.backend, core.clock)
 
     async def _wallet_message(
         self, record: WalletRecord, balance: Balance | None = None
@@ -545,6 +610,20 @@ class WalletService(wallet_pb2_grpc.WalletServiceServicer):
             balance_version=result.balance.version,
         )
 
+    async def ExtendHold(
+        self, request: wallet_pb2.ExtendHoldRequest, context: Context
+    ) -> wallet_pb2.ExtendHoldResponse:
+        return await self._extend_hold(request)
+
+    async def _extend_hold(
+        self, request: wallet_pb2.ExtendHoldRequest
+    ) -> wallet_pb2.ExtendHoldResponse:
+        record, result = await self._core.extend_hold(_extend_hold_item(request))
+        return wallet_pb2.ExtendHoldResponse(
+            hold=hold_to_proto(result.hold, record),
+            available=money(record.asset_code, result.balance.available),
+        )
+
     async def Charge(
         self, request: wallet_pb2.ChargeRequest, context: Context
     ) -> wallet_pb2.ChargeResponse:
@@ -627,6 +706,10 @@ class WalletService(wallet_pb2_grpc.WalletServiceServicer):
             if action == "authorize":
                 record, authorized = await self._core.authorize(_authorize_item(message.authorize))
                 response.authorize.CopyFrom(_authorize_response(record, authorized))
+            elif action == "debit":
+                debit = _debit_item(message.debit)
+                record, debited = await self._core.debit(debit)
+                response.debit.CopyFrom(_debit_result(record, debited, debit.cost))
             elif action == "capture":
                 item = _capture_item(message.capture)
                 record, captured = await self._core.capture(item)
@@ -637,11 +720,8 @@ class WalletService(wallet_pb2_grpc.WalletServiceServicer):
                 response.charge.CopyFrom(_charge_response(record, charged, charge.cost))
             elif action == "void_hold":
                 response.void_hold.CopyFrom(await self._void(message.void_hold))
-            else:
-                raise NotYetAvailable(
-                    f"{action} on the Meter stream is not available yet",
-                    metadata={"action": str(action)},
-                )
+            else:  # extend_hold: validation requires one of the actions
+                response.extend_hold.CopyFrom(await self._extend_hold(message.extend_hold))
         except ObolError as err:
             response.error.CopyFrom(to_rpc_status(err))
         return response
@@ -715,3 +795,66 @@ class WalletService(wallet_pb2_grpc.WalletServiceServicer):
         hold = await self._core.hold(request.hold_id)
         record = await self._core.directory.get(hold.wallet_id)
         return wallet_pb2.GetHoldResponse(hold=hold_to_proto(hold, record))
+
+    # ---- auto top-up rules (Postgres; the backend's hot state follows each change) ----
+
+    async def SetAutoTopUpRule(
+        self, request: wallet_pb2.SetAutoTopUpRuleRequest, context: Context
+    ) -> wallet_pb2.SetAutoTopUpRuleResponse:
+        record = await self._core.directory.get(request.wallet_id)
+        top_up = request.WhichOneof("top_up")
+        spec = rule_spec(
+            record,
+            threshold=Money(request.threshold.asset_code, request.threshold.amount),
+            amount=Money(request.amount.asset_code, request.amount.amount)
+            if top_up == "amount"
+            else None,
+            top_up_to=Money(request.top_up_to.asset_code, request.top_up_to.amount)
+            if top_up == "top_up_to"
+            else None,
+            payment_method_id=request.payment_method_id,
+            max_failures=request.max_failures,
+            enabled=request.enabled,
+        )
+
+        async def put(conn: Queryable) -> wallet_pb2.SetAutoTopUpRuleResponse:
+            view = await self._top_ups.put(conn, record, spec)
+            return wallet_pb2.SetAutoTopUpRuleResponse(rule=top_up_rule_to_proto(view))
+
+        response = await run_once(
+            self._pool,
+            request_id=request.request_id,
+            method="SetAutoTopUpRule",
+            request=request,
+            response_type=wallet_pb2.SetAutoTopUpRuleResponse,
+            mutation=put,
+        )
+        await self._top_ups.mirror(record.wallet_id)  # after the commit, and on a replay
+        return response
+
+    async def GetAutoTopUpRule(
+        self, request: wallet_pb2.GetAutoTopUpRuleRequest, context: Context
+    ) -> wallet_pb2.GetAutoTopUpRuleResponse:
+        record = await self._core.directory.get(request.wallet_id)
+        view = await self._top_ups.get(record)
+        return wallet_pb2.GetAutoTopUpRuleResponse(rule=top_up_rule_to_proto(view))
+
+    async def DeleteAutoTopUpRule(
+        self, request: wallet_pb2.DeleteAutoTopUpRuleRequest, context: Context
+    ) -> wallet_pb2.DeleteAutoTopUpRuleResponse:
+        record = await self._core.directory.get(request.wallet_id)
+
+        async def delete(conn: Queryable) -> wallet_pb2.DeleteAutoTopUpRuleResponse:
+            await self._top_ups.delete(conn, record.wallet_id)
+            return wallet_pb2.DeleteAutoTopUpRuleResponse()
+
+        response = await run_once(
+            self._pool,
+            request_id=request.request_id,
+            method="DeleteAutoTopUpRule",
+            request=request,
+            response_type=wallet_pb2.DeleteAutoTopUpRuleResponse,
+            mutation=delete,
+        )
+        await self._top_ups.mirror(record.wallet_id)  # after the commit, and on a replay
+        return response

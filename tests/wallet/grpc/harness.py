@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import asyncpg
 import grpc.aio
@@ -22,8 +22,10 @@ from obol_core.ids import new_ulid
 from obol_core.postgres import apply_migrations, create_pool
 from obol_core.redis import RedisClient, create_redis
 from obol_core.settings import CommonSettings
+from obol_wallet.auto_top_up import AutoTopUpWorker
 from obol_wallet.backend import WalletBackend
 from obol_wallet.core import WalletCore
+from obol_wallet.payments import SandboxPaymentProvider
 from obol_wallet.pg_backend import PostgresBackend
 from obol_wallet.redis_backend import RedisBackend
 from obol_wallet.schema import MIGRATIONS_DIR, SCHEMA
@@ -55,6 +57,14 @@ class WalletApi:
     backend_name: str
     redis: RedisClient
     target: str  # host:port of the in-process server
+    payments: SandboxPaymentProvider = field(default_factory=SandboxPaymentProvider)
+
+    async def run_top_ups(self) -> int:
+        """One round of the auto top-up worker, paying through `payments`."""
+        worker = AutoTopUpWorker(
+            self.pool, self.backend, self.payments, self.clock, consumer="test"
+        )
+        return await worker.run_once()
 
     async def drain_ledger(self) -> None:
         """Write everything the Redis backend has streamed into Postgres (no-op otherwise)."""

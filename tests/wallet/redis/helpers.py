@@ -348,7 +348,7 @@ async def check_hot_state(h: Harness, wallet_id: str, *, allow_deficit: bool = F
     holds = _ints(await h.client.hgetall(k.holds_open))
     expiring = {m.decode() for m in await h.client.zrange(k.holds_expiring, 0, -1)}
     assert expiring == set(holds)
-    held = sum(int(v.split("|")[0]) - int(v.split("|")[1]) for v in holds.values())
+    held = sum(int(v.split("|")[1]) - int(v.split("|")[2]) for v in holds.values())
     assert int(w["held"]) == held
     od, limit = int(w["od"]), int(w["limit"])
     assert -limit <= od <= 0

@@ -31,6 +31,10 @@ from ..model import (
     CaptureRequest,
     CaptureResult,
     ChargeRequest,
+    DebitRequest,
+    DebitResult,
+    ExtendHoldRequest,
+    ExtendHoldResult,
     Grant,
     GrantRequest,
     GrantResult,
@@ -39,7 +43,12 @@ from ..model import (
     MutationResult,
     RefundRequest,
     SettingsRequest,
+    TopUpAttempt,
+    TopUpFailure,
+    TopUpRule,
+    TopUpStatus,
     VoidRequest,
+    WalletEvent,
     WalletSnapshot,
 )
 from ..partitions import DEFAULT_PARTITIONS, WalletKeys, hold_id_for
@@ -48,6 +57,7 @@ from .calls import Call, CallBuilder
 from .codec import decode_balance, decode_grant_record
 from .refusals import refusal
 from .scripts import Scripts
+from .top_ups import RedisTopUps
 
 ResultT = TypeVar("ResultT")
 RequestT = TypeVar("RequestT")
@@ -108,6 +118,7 @@ class RedisBackend:
         self._partitions = partitions
         self._retention_ms = idempotency_ttl_seconds * 1000
         self._sweep_start = 0
+        self._top_ups = RedisTopUps(client, self._scripts, self._calls, partitions, self._pipeline)
 
     async def load_scripts(self) -> None:
         """Load every script now (startup), so that a broken script fails fast."""
@@ -197,6 +208,12 @@ class RedisBackend:
     async def void(self, request: VoidRequest) -> MutationResult:
         return await self._run(self._calls.void(request))
 
+    async def debit(self, request: DebitRequest) -> DebitResult:
+        return await self._run(self._calls.debit(request))
+
+    async def extend_hold(self, request: ExtendHoldRequest) -> ExtendHoldResult:
+        return await self._run(self._calls.extend_hold(request))
+
     async def charge(self, request: ChargeRequest) -> CaptureResult:
         return await self._run(self._calls.charge(request))
 
@@ -247,7 +264,9 @@ class RedisBackend:
         keys, args = self._calls.hold_read(wallet_id, hold_id, now_ms)
         reply = await self._scripts.hold(keys, args)
         _check(reply, {"wallet_id": wallet_id, "hold_id": hold_id})
-        state, authorized, debited, captured, expires, created = (v.decode() for v in reply[1:])
+        state, authorized, debited, captured, expires, created, ttl = (
+            v.decode() for v in reply[1:]
+        )
         return Hold(
             hold_id=hold_id,
             wallet_id=wallet_id,
@@ -257,6 +276,7 @@ class RedisBackend:
             captured=int(captured),
             expires_ms=int(expires),
             created_ms=int(created),
+            ttl_ms=int(ttl),
         )
 
     async def sweep(self, now_ms: int, limit: int) -> int:
@@ -285,6 +305,26 @@ class RedisBackend:
         )
         return sum(1 for reply in replies if reply[0] == _OK)
 
+    # ---- auto top-up (top_ups.py) ----
+
+    async def mirror_top_up_rule(self, rule: TopUpRule) -> None:
+        await self._top_ups.mirror(rule)
+
+    async def take_top_ups(
+        self, consumer: str, now_ms: int, limit: int, lease_ms: int
+    ) -> Sequence[TopUpAttempt | WalletEvent]:
+        return await self._top_ups.take(consumer, limit, lease_ms)
+
+    async def top_up_done(self, item: TopUpAttempt | WalletEvent) -> None:
+        await self._top_ups.done(item.token)
+
+    async def fail_top_up(self, failure: TopUpFailure) -> TopUpStatus:
+        return await self._top_ups.fail(failure)
+
+    async def start_due_top_ups(self, now_ms: int, limit: int) -> int:
+        validate.time_ms(now_ms, "now_ms")
+        return await self._top_ups.start_due(now_ms, limit)
+
     # ---- rebuild ----
 
     async def hydrate(self, snapshot: WalletSnapshot, *, now_ms: int | None = None) -> bool:
@@ -298,16 +338,13 @@ class RedisBackend:
         wallet_id = snapshot.wallet_id
         keys = self._calls.keys_of(wallet_id)
         holds = [h for h in snapshot.open_holds if h.state is HoldState.OPEN]
+        # An open hold's record (see common.lua), kept until its expiry plus the retention.
         records: list[tuple[str, list[EncodableT]]] = [
             (
                 keys.hold(h.hold_id),
                 [
                     "h",
-                    wallet_id,
-                    h.authorized,
-                    h.expires_ms,
-                    h.created_ms,
-                    "",
+                    f"open|{h.authorized}|{h.debited}|0|{h.expires_ms}|{h.created_ms}||{h.ttl_ms}|",
                     h.expires_ms + self._retention_ms,
                 ],
             )
@@ -359,7 +396,15 @@ class RedisBackend:
             ]
         args.append(len(holds))
         for h in holds:
-            args += [h.hold_id, h.authorized, h.debited, h.expires_ms, h.created_ms, ""]
+            args += [
+                h.hold_id,
+                h.authorized,
+                h.debited,
+                h.expires_ms,
+                h.created_ms,
+                h.ttl_ms,
+                "",
+            ]
         reply = await self._scripts.hydrate(self._calls.wallet_keys(snapshot.wallet_id), args)
         return bool(reply[1] == b"1")
 

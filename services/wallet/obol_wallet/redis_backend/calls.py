@@ -2,9 +2,10 @@
 
 Building a call does no I/O, so the backend can run one call or pipeline many. Every
 wallet script gets the wallet's nine keys first (see lua/common.lua), then, for
-mutations, the idempotency record's key and, for hold operations, the hold's record;
-ARGV starts with wallet id, now, entry id and, for mutations, request id, request hash
-and the idempotency TTL.
+mutations, the idempotency record's key and, for hold operations, the hold's record
+(scripts with lua/top_up.lua: then the partition's two top-up keys, last); ARGV starts
+with wallet id, now, entry id and, for mutations, request id, request hash and the
+idempotency TTL.
 """
 
 from __future__ import annotations
@@ -21,11 +22,16 @@ from obol_core.redis import LuaScript
 
 from ..errors import UnknownHold
 from ..model import (
+    DEFAULT_PRIORITY,
     AuthorizeRequest,
     AuthorizeResult,
     CaptureRequest,
     CaptureResult,
     ChargeRequest,
+    DebitRequest,
+    DebitResult,
+    ExtendHoldRequest,
+    ExtendHoldResult,
     GrantRequest,
     GrantResult,
     Idempotency,
@@ -34,9 +40,16 @@ from ..model import (
     SettingsRequest,
     VoidRequest,
 )
-from ..partitions import WalletKeys, keys_for, wallet_of_hold
+from ..partitions import WalletKeys, keys_for, reversal_grant_id, wallet_of_hold
 from . import validate
-from .codec import decode_authorize, decode_capture, decode_grant, decode_mutation
+from .codec import (
+    decode_authorize,
+    decode_capture,
+    decode_debit,
+    decode_extend,
+    decode_grant,
+    decode_mutation,
+)
 from .scripts import Scripts
 
 ResultT = TypeVar("ResultT")
@@ -72,6 +85,9 @@ class CallBuilder:
         self._wallet_keys: Callable[[str], tuple[bytes, ...]] = functools.lru_cache(
             _KEY_CACHE_SIZE
         )(self._build_wallet_keys)
+        self._top_up_keys: Callable[[str], tuple[bytes, bytes]] = functools.lru_cache(
+            _KEY_CACHE_SIZE
+        )(self._build_top_up_keys)
 
     def _build_wallet_keys(self, wallet_id: str) -> tuple[bytes, ...]:
         k = self.keys_of(wallet_id)
@@ -90,6 +106,15 @@ class CallBuilder:
 
     def wallet_keys(self, wallet_id: str) -> list[bytes]:
         return list(self._wallet_keys(wallet_id))
+
+    def top_up_keys(self, wallet_id: str) -> tuple[bytes, bytes]:
+        """The partition's `topups` and `topup_due`: the last two keys of every script
+        that includes lua/top_up.lua (the spends, grant, the top_up_* scripts)."""
+        return self._top_up_keys(wallet_id)
+
+    def _build_top_up_keys(self, wallet_id: str) -> tuple[bytes, bytes]:
+        k = self.keys_of(wallet_id)
+        return k.topups.encode(), k.topup_due.encode()
 
     def _mutation(
         self, wallet_id: str, idem: Idempotency, now_ms: int, entry_id: str
@@ -124,6 +149,7 @@ class CallBuilder:
         script = self.scripts.authorize
         keys, args = self._mutation(r.wallet_id, r.idem, r.now_ms, r.entry_id)
         keys.append(hold_key)
+        keys += self.top_up_keys(r.wallet_id)
         memo = validate.memo_json(r.memo, hold_id=r.hold_id)
         args += [self._backlog, r.hold_id, r.amount, r.ttl_ms, memo]
         context = {"wallet_id": r.wallet_id, "hold_id": r.hold_id, "request_id": r.idem.request_id}
@@ -136,11 +162,39 @@ class CallBuilder:
         script = self.scripts.capture
         keys, args = self._mutation(r.wallet_id, r.idem, r.now_ms, r.entry_id)
         keys.append(hold_key)
+        keys += self.top_up_keys(r.wallet_id)
         memo = validate.memo_json(r.memo, hold_id=r.hold_id)
         over = "1" if r.allow_overcapture else "0"
         args += [r.hold_id, r.amount, over, memo, currency, cost]
+        args += [reversal_grant_id(r.wallet_id, r.entry_id), DEFAULT_PRIORITY]
         context = {"wallet_id": r.wallet_id, "hold_id": r.hold_id, "request_id": r.idem.request_id}
         return Call(script, keys, args, r.wallet_id, decode_capture, context)
+
+    def debit(self, r: DebitRequest) -> Call[DebitResult]:
+        validate.positive_amount(r.amount, "amount")
+        currency, cost = validate.cost(r.cost)
+        hold_key = self._hold_key(r.wallet_id, r.hold_id)
+        script = self.scripts.debit
+        keys, args = self._mutation(r.wallet_id, r.idem, r.now_ms, r.entry_id)
+        keys.append(hold_key)
+        keys += self.top_up_keys(r.wallet_id)
+        memo = validate.memo_json(r.memo, hold_id=r.hold_id)
+        args += [r.hold_id, r.amount, memo, currency, cost]
+        context = {"wallet_id": r.wallet_id, "hold_id": r.hold_id, "request_id": r.idem.request_id}
+        return Call(script, keys, args, r.wallet_id, decode_debit, context)
+
+    def extend_hold(self, r: ExtendHoldRequest) -> Call[ExtendHoldResult]:
+        validate.duration_ms(r.ttl_ms, "ttl_ms")
+        validate.time_ms(r.now_ms + r.ttl_ms, "ttl_ms")
+        validate.amount(r.increase_by, "increase_by")
+        hold_key = self._hold_key(r.wallet_id, r.hold_id)
+        script = self.scripts.extend
+        keys, args = self._mutation(r.wallet_id, r.idem, r.now_ms, r.entry_id)
+        keys.append(hold_key)
+        memo = validate.memo_json({}, hold_id=r.hold_id, increase_by=str(r.increase_by))
+        args += [r.hold_id, r.ttl_ms, r.increase_by, memo]
+        context = {"wallet_id": r.wallet_id, "hold_id": r.hold_id, "request_id": r.idem.request_id}
+        return Call(script, keys, args, r.wallet_id, decode_extend, context)
 
     def void(self, r: VoidRequest) -> Call[MutationResult]:
         hold_key = self._hold_key(r.wallet_id, r.hold_id)
@@ -156,6 +210,7 @@ class CallBuilder:
         currency, cost = validate.cost(r.cost)
         script = self.scripts.charge
         keys, args = self._mutation(r.wallet_id, r.idem, r.now_ms, r.entry_id)
+        keys += self.top_up_keys(r.wallet_id)
         args += [self._backlog, r.amount, validate.memo_json(r.memo), currency, cost]
         context = {"wallet_id": r.wallet_id, "request_id": r.idem.request_id}
         return Call(script, keys, args, r.wallet_id, decode_capture, context)
@@ -168,6 +223,7 @@ class CallBuilder:
         validate.time_ms(r.expires_ms, "expires_ms")
         script = self.scripts.grant
         keys, args = self._mutation(r.wallet_id, r.idem, r.now_ms, r.entry_id)
+        keys += self.top_up_keys(r.wallet_id)
         args += [
             self._backlog,
             r.grant_id,
@@ -177,6 +233,7 @@ class CallBuilder:
             r.effective_ms,
             r.expires_ms,
             validate.memo_json(r.memo),
+            r.top_up_attempt,
         ]
         context = {
             "wallet_id": r.wallet_id,

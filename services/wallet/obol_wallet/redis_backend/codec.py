@@ -39,8 +39,10 @@ from ..model import (
     AuthorizeResult,
     Balance,
     CaptureResult,
+    DebitResult,
     Draw,
     EntryKind,
+    ExtendHoldResult,
     Grant,
     GrantKind,
     GrantResult,
@@ -65,6 +67,8 @@ __all__ = [
     "decode_authorize",
     "decode_balance",
     "decode_capture",
+    "decode_debit",
+    "decode_extend",
     "decode_grant",
     "decode_grant_record",
     "decode_message",
@@ -103,6 +107,8 @@ class StreamOp(enum.Enum):
     EXPIRE = "expire"  # time settled on its own (sweep, read, or before a refusal)
     SETTINGS = "settings"
     DEBIT = "debit"
+    EXTEND = "extend"
+    TOP_UP = "top_up"  # the top-up worker started a due auto top-up attempt
 
 
 @dataclass(frozen=True)
@@ -225,6 +231,10 @@ def _grant_row(item: Mapping[str, Any], wallet_id: str, now_ms: int) -> GrantRow
 
 def _hold_row(item: Mapping[str, Any], wallet_id: str) -> HoldRow:
     closed = item["closed"]
+    expires_ms = _int(item["expires"], "hold expires")
+    created_ms = _int(item["created"], "hold created")
+    # Messages written before holds kept a TTL have none: the one the hold was given.
+    ttl = item.get("ttl")
     return HoldRow(
         hold=Hold(
             hold_id=item["id"],
@@ -233,8 +243,9 @@ def _hold_row(item: Mapping[str, Any], wallet_id: str) -> HoldRow:
             authorized=_int(item["authorized"], "hold authorized"),
             debited=_int(item["debited"], "hold debited"),
             captured=_int(item["captured"], "hold captured"),
-            expires_ms=_int(item["expires"], "hold expires"),
-            created_ms=_int(item["created"], "hold created"),
+            expires_ms=expires_ms,
+            created_ms=created_ms,
+            ttl_ms=expires_ms - created_ms if ttl is None else _int(ttl, "hold ttl"),
         ),
         closed_ms=_int(closed, "hold closed") if closed else None,
         request_id=item["rid"],
@@ -344,6 +355,7 @@ def decode_authorize(wallet_id: str, raw: bytes | str, replayed: bool) -> Author
         hold_id=item["hold"],
         held=int(item["amount"]),
         expires_ms=int(item["expires"]),
+        auto_top_up_triggered=_top_up(item),
     )
 
 
@@ -356,11 +368,55 @@ def decode_capture(wallet_id: str, raw: bytes | str, replayed: bool) -> CaptureR
         hold_id=item["hold"],
         charged=int(item["charged"]),
         released=int(item["released"]),
-        draws=tuple(
-            Draw(grant_id, int(amount)) for grant_id, amount in _list(item["draws"], "draws")
-        ),
+        draws=_draws(item),
         overdraft_drawn=int(item["overdraft"]),
+        # Charges give nothing back (and results stored before reversals existed lack it).
+        reversed=int(item.get("reversed", "0")),
+        auto_top_up_triggered=_top_up(item),
     )
+
+
+def decode_debit(wallet_id: str, raw: bytes | str, replayed: bool) -> DebitResult:
+    item = _result(raw)
+    return DebitResult(
+        entry_ids=tuple(_list(item["entries"], "entries")),
+        balance=decode_balance(wallet_id, item),
+        replayed=replayed,
+        hold_id=item["hold"],
+        charged=int(item["charged"]),
+        shortfall=int(item["shortfall"]),
+        hold_remaining=int(item["remaining"]),
+        hold_debited=int(item["debited"]),
+        expires_ms=int(item["expires"]),
+        draws=_draws(item),
+        overdraft_drawn=int(item["overdraft"]),
+        auto_top_up_triggered=_top_up(item),
+    )
+
+
+def decode_extend(wallet_id: str, raw: bytes | str, replayed: bool) -> ExtendHoldResult:
+    item = _result(raw)
+    return ExtendHoldResult(
+        entry_ids=tuple(_list(item["entries"], "entries")),
+        balance=decode_balance(wallet_id, item),
+        replayed=replayed,
+        hold_id=item["hold"],
+        authorized=int(item["authorized"]),
+        debited=int(item["debited"]),
+        expires_ms=int(item["expires"]),
+        created_ms=int(item["created"]),
+        ttl_ms=int(item["ttl"]),
+    )
+
+
+def _top_up(item: Mapping[str, Any]) -> bool:
+    """Whether a spend started an auto top-up attempt (results stored before auto top-up
+    existed lack `top_up`)."""
+    return bool(item.get("top_up") == "1")
+
+
+def _draws(item: Mapping[str, Any]) -> tuple[Draw, ...]:
+    return tuple(Draw(grant_id, int(amount)) for grant_id, amount in _list(item["draws"], "draws"))
 
 
 def decode_grant(wallet_id: str, raw: bytes | str, replayed: bool) -> GrantResult:

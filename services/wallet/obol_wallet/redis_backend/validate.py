@@ -18,6 +18,9 @@ from ..model import CostRecord, Idempotency
 MAX_TIME_MS = 99_999_999_999_999
 MAX_PRIORITY = 99_999
 
+# One encoder for every memo (json.dumps with options builds a new one per call).
+_MEMO_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
 __all__ = [
     "MAX_PRIORITY",
     "MAX_TIME_MS",
@@ -88,4 +91,4 @@ def memo_json(memo: Mapping[str, str], **extra: str) -> str:
     """The memo as the JSON object the ledger entry carries (`extra` wins on a clash)."""
     merged = {str(key): str(value) for key, value in memo.items()}
     merged.update(extra)
-    return json.dumps(merged, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    return _MEMO_ENCODER.encode(merged)

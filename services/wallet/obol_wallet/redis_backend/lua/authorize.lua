@@ -1,5 +1,6 @@
 -- authorize.lua: reserve an amount as a new open hold, if the wallet's available covers it.
--- KEYS[10] idempotency record, KEYS[11] the new hold's record {p}:h:<hold>.
+-- KEYS[10] idempotency record, KEYS[11] the new hold's record {p}:h:<hold>,
+-- KEYS[12], KEYS[13] {p}:topups, {p}:topup_due (top_up.lua).
 -- ARGV[4] request id, [5] request hash, [6] idempotency TTL (s), [7] backlog limit,
 -- [8] hold id, [9] amount, [10] hold TTL (ms), [11] memo (JSON).
 -- Guarantees: available >= 0 after it (checked and changed in this one atomic call); a
@@ -12,11 +13,9 @@ local early = begin(K_IDEM, HASH, ARGV[7])
 if early then
   return early
 end
+local before = available() -- for the auto top-up check at the end (top_up.lua)
 if W.frozen then
   return fail('WALLET_FROZEN')
-end
-if redis.call('EXISTS', K_HOLD) == 1 then
-  return fail('ALREADY_EXISTS', 'resource_type', 'hold', 'resource_id', HOLD_ID)
 end
 local free = available()
 if free < AMOUNT then
@@ -24,20 +23,25 @@ if free < AMOUNT then
     'available', fmt(free), 'required', fmt(AMOUNT))
 end
 
--- Reserve: held grows, the hold joins the open holds and their expiry order.
 local h = {id = HOLD_ID, state = 'open', authorized = AMOUNT, debited = 0, captured = 0,
-  expires = NOW + HOLD_TTL, created = NOW, closed = 0, rid = RID}
+  expires = NOW + HOLD_TTL, created = NOW, closed = 0, ttl = HOLD_TTL, rid = RID}
+local record = hold_pack(h)
+-- The hold's own record first: NX refuses a reused hold id before anything changed; it
+-- outlives the hold's expiry by the retention.
+local keep_until = fmt(h.expires + tonumber(TTL_S) * 1000)
+if not redis.call('SET', K_HOLD, record, 'NX', 'PXAT', keep_until) then
+  return fail('ALREADY_EXISTS', 'resource_type', 'hold', 'resource_id', HOLD_ID)
+end
+-- Reserve: held grows, the hold joins the open holds and their expiry order.
 W.held = W.held + AMOUNT
-redis.call('HSET', K_HO, HOLD_ID, hold_pack(h))
+redis.call('HSET', K_HO, HOLD_ID, record)
 redis.call('ZADD', K_HX, fmt(h.expires), HOLD_ID)
 due_at(h.expires)
--- The hold's record answers for it once closed; it outlives the expiry by the retention.
-redis.call('HSET', K_HOLD, 'w', WALLET_ID, 'state', 'open', 'amount', fmt(AMOUNT),
-  'exp', fmt(h.expires), 'created', fmt(NOW), 'rid', RID)
-redis.call('PEXPIREAT', K_HOLD, fmt(h.expires + tonumber(TTL_S) * 1000))
 hold_touched(h)
 add_entry(ENTRY_ID, 'hold', RID, MEMO, {})
 
+local top_up = top_up_after_spend(before)
 return finish('authorize', RID, HASH, K_IDEM, TTL_S, function()
-  return result_json({hold = HOLD_ID, amount = fmt(AMOUNT), expires = fmt(h.expires)})
+  return result_json({hold = HOLD_ID, amount = fmt(AMOUNT), expires = fmt(h.expires),
+    top_up = top_up})
 end)

@@ -276,26 +276,51 @@ local function add_cost(lines, currency, amount)
   end
 end
 
--- ---- holds: ho holds open hold id -> authorized|debited|expires|created|rid ----
+-- ---- holds ----
+-- One record format, `state|authorized|debited|captured|expires|created|closed|ttl|rid`
+-- (closed '' while open; ttl in ms, what each stream debit pushes the expiry to from now;
+-- rid last as it may hold '|'), kept in two places:
+--   ho, hold id -> record, for open holds: what settle() reads to expire them;
+--   {p}:h:<hold>, a string key per hold, written when authorized (SET NX, so an id is
+--   never reused), debited, extended, captured or voided; it answers for the hold once it
+--   left ho ('open' there then means settle() expired it) and outlives it by the retention.
 
 local function hold_pack(h)
-  return table.concat({fmt(h.authorized), fmt(h.debited), fmt(h.expires), fmt(h.created),
-    h.rid}, '|')
+  local closed = ''
+  if h.closed ~= 0 then
+    closed = fmt(h.closed)
+  end
+  return table.concat({h.state, fmt(h.authorized), fmt(h.debited), fmt(h.captured),
+    fmt(h.expires), fmt(h.created), closed, fmt(h.ttl), h.rid}, '|')
 end
 
+local function hold_unpack(id, record)
+  local f = split(record, 9)
+  return {id = id, state = f[1], authorized = tonumber(f[2]), debited = tonumber(f[3]),
+    captured = tonumber(f[4]), expires = tonumber(f[5]), created = tonumber(f[6]),
+    closed = tonumber(f[7]) or 0, ttl = tonumber(f[8]), rid = f[9]}
+end
+
+-- An open hold, or nil.
 local function hold_get(id)
-  local s = redis.call('HGET', K_HO, id)
-  if not s then
-    return nil
-  end
-  local f = split(s, 5)
-  return {id = id, state = 'open', authorized = tonumber(f[1]), debited = tonumber(f[2]),
-    captured = 0, expires = tonumber(f[3]), created = tonumber(f[4]), closed = 0, rid = f[5]}
+  local record = redis.call('HGET', K_HO, id)
+  return record and hold_unpack(id, record)
 end
 
 local function hold_touched(h)
   M.holds[#M.holds + 1] = h
   M.changed = true
+end
+
+-- Saves an open hold whose amounts or expiry changed: its record in ho and in
+-- {p}:h:<hold> (kept until the new expiry plus the retention, in seconds) and its place
+-- in the expiry order. The expiry only moves later, so the wallet's due time stays valid.
+local function hold_save(h, hold_key, retention_s)
+  local record = hold_pack(h)
+  redis.call('HSET', K_HO, h.id, record)
+  redis.call('SET', hold_key, record, 'PXAT', fmt(h.expires + tonumber(retention_s) * 1000))
+  redis.call('ZADD', K_HX, fmt(h.expires), h.id)
+  hold_touched(h)
 end
 
 -- Closes an open hold: its remaining reservation leaves `held`.
@@ -307,18 +332,19 @@ local function hold_close(h, state, closed_ms)
   hold_touched(h)
 end
 
--- Why a hold that is not open cannot be used, from its record {p}:h:<hold>: captured or
--- voided are written there when closed; 'open' there means settle() expired it.
+-- Why a hold that is not open cannot be captured or voided, from its {p}:h:<hold>.
 local function closed_hold_reason(hold_key)
-  local state = redis.call('HGET', hold_key, 'state')
+  local record = redis.call('GET', hold_key)
+  if not record then
+    return 'UNKNOWN_HOLD'
+  end
+  local state = split(record, 2)[1]
   if state == 'captured' then
     return 'HOLD_ALREADY_CAPTURED'
   elseif state == 'voided' then
     return 'HOLD_VOIDED'
-  elseif state then
-    return 'HOLD_EXPIRED'
   end
-  return 'UNKNOWN_HOLD'
+  return 'HOLD_EXPIRED'
 end
 
 -- ---- settling time ----
@@ -384,7 +410,8 @@ local function hold_json(h)
   end
   return cjson.encode({id = h.id, state = h.state, authorized = fmt(h.authorized),
     debited = fmt(h.debited), captured = fmt(h.captured), expires = fmt(h.expires),
-    created = fmt(h.created), closed = closed, rid = h.rid, version = fmt(W.ver)})
+    created = fmt(h.created), closed = closed, ttl = fmt(h.ttl), rid = h.rid,
+    version = fmt(W.ver)})
 end
 
 -- Ends a call. When anything changed: bumps the wallet's version (grants and holds touched

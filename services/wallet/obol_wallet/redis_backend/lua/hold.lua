@@ -1,7 +1,8 @@
 -- hold.lua: settle time, then read one hold.
 -- KEYS[10] the hold's record {p}:h:<hold>. ARGV[4] hold id.
--- Reply: {'ok', state, authorized, debited, captured, expires, created}. An open hold is
--- read from ho; a closed one from its record, where 'open' means settle() expired it.
+-- Reply: {'ok', state, authorized, debited, captured, expires, created, ttl}. An open
+-- hold is read from ho; a closed one from {p}:h:<hold>, where 'open' means settle()
+-- expired it.
 local K_HOLD, HOLD_ID = KEYS[10], ARGV[4]
 
 if not W then
@@ -10,16 +11,15 @@ end
 settle()
 commit('expire', '', '', nil)
 local h = hold_get(HOLD_ID)
-if h then
-  return {'ok', 'open', fmt(h.authorized), fmt(h.debited), '0', fmt(h.expires),
-    fmt(h.created)}
+if not h then
+  local record = redis.call('GET', K_HOLD)
+  if not record then
+    return {'err', 'UNKNOWN_HOLD'}
+  end
+  h = hold_unpack(HOLD_ID, record)
+  if h.state == 'open' then
+    h.state = 'expired'
+  end
 end
-local v = redis.call('HMGET', K_HOLD, 'state', 'amount', 'debited', 'captured', 'exp', 'created')
-if not v[1] then
-  return {'err', 'UNKNOWN_HOLD'}
-end
-local state = v[1]
-if state == 'open' then
-  state = 'expired'
-end
-return {'ok', state, v[2], v[3] or '0', v[4] or '0', v[5], v[6]}
+return {'ok', h.state, fmt(h.authorized), fmt(h.debited), fmt(h.captured), fmt(h.expires),
+  fmt(h.created), fmt(h.ttl)}

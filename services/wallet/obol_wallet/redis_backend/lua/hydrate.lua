@@ -2,7 +2,7 @@
 -- ARGV[4] asset, [5] overdraft limit, [6] overdraft used, [7] frozen ('0'/'1'), [8] seq,
 -- [9] version, [10] number of grants, then per grant: id, remaining, amount, priority,
 -- effective, expires, kind, created, refunded; then the number of open holds and per
--- hold: id, authorized, debited, expires, created, request id.
+-- hold: id, authorized, debited, expires, created, ttl, request id.
 -- The holds' records and the idempotency records are loaded before (hydrate_records.lua):
 -- `hydrated` is set last, in this call, so nothing is served before all of it is there.
 -- Nothing is settled here: the next call settles time with its own clock.
@@ -36,12 +36,14 @@ for _ = 1, tonumber(ARGV[at]) do
 end
 at = at + 1
 for _ = 1, tonumber(ARGV[at]) do
-  local h = {authorized = tonumber(ARGV[at + 2]), debited = tonumber(ARGV[at + 3]),
-    expires = tonumber(ARGV[at + 4]), created = tonumber(ARGV[at + 5]), rid = ARGV[at + 6]}
+  local h = {state = 'open', authorized = tonumber(ARGV[at + 2]),
+    debited = tonumber(ARGV[at + 3]), captured = 0, expires = tonumber(ARGV[at + 4]),
+    created = tonumber(ARGV[at + 5]), closed = 0, ttl = tonumber(ARGV[at + 6]),
+    rid = ARGV[at + 7]}
   redis.call('HSET', K_HO, ARGV[at + 1], hold_pack(h))
   redis.call('ZADD', K_HX, fmt(h.expires), ARGV[at + 1])
   W.held = W.held + h.authorized - h.debited
-  at = at + 6
+  at = at + 7
 end
 due_recompute()
 redis.call('HSET', K_W, 'asset', W.asset, 'limit', fmt(W.limit), 'od', fmt(W.od),

@@ -16,8 +16,7 @@ if not h then
 end
 
 hold_close(h, 'voided', NOW)
-redis.call('HSET', K_HOLD, 'state', 'voided', 'closed', fmt(NOW))
-redis.call('PEXPIRE', K_HOLD, fmt(tonumber(TTL_S) * 1000))
+redis.call('SET', K_HOLD, hold_pack(h), 'EX', TTL_S) -- kept for the retention
 add_entry(ENTRY_ID, 'release', RID, MEMO, {})
 
 return finish('void', RID, HASH, K_IDEM, TTL_S, function()
