@@ -3,7 +3,10 @@
 Rebuild = Postgres state + unconsumed stream entries. A wallet whose hot state is missing
 is refused by the service (fail closed) until this loads it: its settings and counters,
 its grants with funds left, its open holds and its idempotency records younger than the
-retention (OBOL_IDEMPOTENCY_TTL_SECONDS). Wallets that are hydrated are left alone.
+retention (OBOL_IDEMPOTENCY_TTL_SECONDS), and its auto top-up rule. Wallets that are
+hydrated are left alone. An auto top-up attempt that was in flight when the hot state was
+lost is not restored: if Redis itself was lost, check the payment provider for charges of
+attempts that never credited before re-enabling the rule.
 
 While a partition's ledger stream still has unwritten messages, rebuild refuses: those
 messages are part of the state. `--apply-stream` first writes them to Postgres (as the
@@ -54,6 +57,7 @@ async def _rebuild(args: argparse.Namespace) -> int:
     from obol_wallet.ledger_queries import wallet_snapshot
     from obol_wallet.redis_backend import RedisBackend
     from obol_wallet.settings import WalletSettings
+    from obol_wallet.top_up_store import get_rule
     from obol_wallet.writebehind import WriteBehind, WriteBehindError
 
     settings = WalletSettings.from_env()
@@ -99,6 +103,9 @@ async def _rebuild(args: argparse.Namespace) -> int:
                     continue
                 snapshot = await wallet_snapshot(pool, wallet_id, requests_since_ms=since_ms)
                 if await hot.hydrate(snapshot, now_ms=now_ms):
+                    rule = await get_rule(pool, wallet_id)
+                    if rule is not None:  # the auto top-up rule lives in the hot state too
+                        await hot.mirror_top_up_rule(rule)
                     loaded += 1
                     print(f"obol: rebuilt {wallet_id}", flush=True)
     finally:

@@ -12,6 +12,7 @@ import grpc.aio
 import pytest
 from obol.wallet.v1 import wallet_pb2
 
+from obol_wallet.partitions import keys_for
 from obol_wallet.redis_backend import RedisBackend
 
 from .harness import PARTITIONS, WalletApi, selector, usd
@@ -44,6 +45,15 @@ async def test_missing_hot_state_fails_closed_until_rebuilt(
             request_id="fc-a", wallet=selector(wallet_id), amount=usd(DOLLAR)
         )
     )
+    await api.stub.SetAutoTopUpRule(
+        wallet_pb2.SetAutoTopUpRuleRequest(
+            request_id="fc-rule",
+            wallet_id=wallet_id,
+            threshold=usd(DOLLAR // 2),
+            amount=usd(DOLLAR),
+            payment_method_id="pm_ok_card",
+        )
+    )
     await api.backend.drop_hot_state(wallet_id)
 
     with pytest.raises(grpc.aio.AioRpcError) as refused:
@@ -64,6 +74,8 @@ async def test_missing_hot_state_fails_closed_until_rebuilt(
     }
     code, output = await _obol("rebuild", "--apply-stream", env=env)
     assert code == 0, output
+    hot = keys_for(wallet_id, PARTITIONS).wallet
+    assert await api.redis.hget(hot, "tu_rule") == b"1"  # the auto top-up rule is back too
     assert await api.available(wallet_id) == 4 * DOLLAR  # the top-up, less the open hold
     captured = await api.stub.Capture(
         wallet_pb2.CaptureRequest(request_id="fc-cap", hold_id=hold.hold_id, amount=usd(DOLLAR))
