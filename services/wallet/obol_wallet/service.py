@@ -7,8 +7,9 @@ interceptor, so handlers only translate and delegate.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import TypeVar
+from collections.abc import AsyncIterator, Callable
+from functools import partial
+from typing import Any, TypeVar
 
 import asyncpg
 from google.protobuf.message import Message
@@ -68,6 +69,7 @@ from .model import (
 from .top_up_rules import TopUpRules, rule_spec
 from .wallets import WalletRecord
 
+ResultT = TypeVar("ResultT")
 GrantResponseT = TypeVar(
     "GrantResponseT",
     wallet_pb2.CreateGrantResponse,
@@ -245,6 +247,20 @@ def _extend_hold_item(request: wallet_pb2.ExtendHoldRequest) -> ExtendHoldItem:
         increase_by=request.increase_by.amount,
         asset_code=request.increase_by.asset_code,
     )
+
+
+def _add_result(
+    results: Any,
+    record: WalletRecord | None,
+    outcome: ResultT | ObolError,
+    respond: Callable[[WalletRecord, ResultT], Message],
+) -> None:
+    """One batch item's result: the response, or the error as a google.rpc.Status."""
+    if isinstance(outcome, ObolError):
+        results.add(error=to_rpc_status(outcome))
+    else:
+        assert record is not None  # an item that reached the backend was resolved
+        results.add(response=respond(record, outcome))
 
 
 class WalletService(wallet_pb2_grpc.WalletServiceServicer):
@@ -640,11 +656,7 @@ class WalletService(wallet_pb2_grpc.WalletServiceServicer):
         items = [_authorize_item(item) for item in request.items]
         response = wallet_pb2.BatchAuthorizeResponse()
         for record, outcome in await self._core.authorize_batch(items):
-            if isinstance(outcome, ObolError):
-                response.results.add(error=to_rpc_status(outcome))
-            else:
-                assert record is not None
-                response.results.add(response=_authorize_response(record, outcome))
+            _add_result(response.results, record, outcome, _authorize_response)
         return response
 
     async def BatchCapture(
@@ -652,14 +664,10 @@ class WalletService(wallet_pb2_grpc.WalletServiceServicer):
     ) -> wallet_pb2.BatchCaptureResponse:
         items = [_capture_item(item) for item in request.items]
         response = wallet_pb2.BatchCaptureResponse()
-        for item, (record, outcome) in zip(
-            items, await self._core.capture_batch(items), strict=True
-        ):
-            if isinstance(outcome, ObolError):
-                response.results.add(error=to_rpc_status(outcome))
-            else:
-                assert record is not None
-                response.results.add(response=_capture_response(record, outcome, item.cost))
+        outcomes = await self._core.capture_batch(items)
+        for item, (record, outcome) in zip(items, outcomes, strict=True):
+            respond = partial(_capture_response, cost=item.cost)
+            _add_result(response.results, record, outcome, respond)
         return response
 
     async def BatchCharge(
@@ -667,14 +675,11 @@ class WalletService(wallet_pb2_grpc.WalletServiceServicer):
     ) -> wallet_pb2.BatchChargeResponse:
         items = [_charge_item(item) for item in request.items]
         response = wallet_pb2.BatchChargeResponse()
-        for item, (record, outcome) in zip(
-            items, await self._core.charge_batch(items), strict=True
-        ):
-            if isinstance(outcome, ObolError):
-                response.results.add(error=to_rpc_status(outcome))
-            else:
-                assert record is not None
-                response.results.add(response=_charge_response(record, outcome, item.cost))
+        outcomes = await self._core.charge_batch(items)
+        for item, (record, outcome) in zip(items, outcomes, strict=True):
+            _add_result(
+                response.results, record, outcome, partial(_charge_response, cost=item.cost)
+            )
         return response
 
     async def WatchBalance(
