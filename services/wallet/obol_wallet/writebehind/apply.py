@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from obol_core.postgres import Queryable
 
@@ -18,13 +18,18 @@ def partition_lock_key(partition: int) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-async def apply_messages(conn: Queryable, partition: int, messages: Sequence[StreamMessage]) -> int:
-    """Write one partition's messages; returns the number of entries newly inserted.
+async def apply_messages(
+    conn: Queryable, partitions: Iterable[int], messages: Sequence[StreamMessage]
+) -> int:
+    """Write the messages of `partitions` (in stream order per partition); returns the
+    number of entries newly inserted.
 
-    Takes the partition's advisory lock (held to the end of the transaction) so two
-    workers never interleave a partition's chains, then the wallets' row locks.
+    Takes the partitions' advisory locks (held to the end of the transaction, in a fixed
+    order) so two workers never interleave a partition's chains, then the wallets' row
+    locks. A wallet lives in one partition, so its chain is in order whatever the mix.
     """
-    await conn.execute("SELECT pg_advisory_xact_lock($1)", partition_lock_key(partition))
+    for partition in sorted(set(partitions)):
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", partition_lock_key(partition))
     if not messages:
         return 0
     heads = await ledger_store.lock_chain_heads(conn, (m.wallet_id for m in messages))
