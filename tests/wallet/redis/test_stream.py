@@ -22,7 +22,6 @@ FIELDS = {
     b"grants",
     b"holds",
     b"wallet",
-    b"result",
     b"request",
 }
 

@@ -19,8 +19,8 @@ numbers are decimal strings, JSON is made by cjson over strings only):
   touched; `version` is the wallet version that made the change, so a row may be applied
   only when newer;
 - `wallet`: the wallet's counters after the call;
-- `result`: the encoded result ('' when the call only settled time); `request`:
-  `{"rid","hash","result"}`, the idempotency record to persist ('' when none).
+- `request`: `{"rid","hash","result"}`, the idempotency record to persist with the encoded
+  result ('' when the call only settled time).
 
 The consumer must XACK and XDEL a message only after its Postgres commit: XLEN of a
 partition's stream is its backlog, which the backend bounds (Backpressure).
@@ -284,6 +284,7 @@ def decode_message(fields: Mapping[bytes, bytes]) -> StreamMessage:
     try:
         wallet_id = fields[b"w"].decode()
         now_ms = _int(fields[b"now"].decode(), "now")
+        request = _request(fields[b"request"], now_ms)
         return StreamMessage(
             op=StreamOp(fields[b"op"].decode()),
             wallet_id=wallet_id,
@@ -302,8 +303,12 @@ def decode_message(fields: Mapping[bytes, bytes]) -> StreamMessage:
                 for item in _list(_json(fields[b"holds"], "holds"), "holds")
             ],
             wallet=_wallet_row(_json(fields[b"wallet"], "wallet"), wallet_id),
-            request=_request(fields[b"request"], now_ms),
-            result=fields[b"result"].decode(),
+            request=request,
+            # The result travels once, inside `request` (messages written before that
+            # change carry it in a field of its own too).
+            result=fields[b"result"].decode()
+            if b"result" in fields
+            else (request.result if request else ""),
         )
     except MessageError:
         raise

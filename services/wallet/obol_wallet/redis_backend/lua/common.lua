@@ -448,7 +448,7 @@ local function commit(op, rid, hash, make_result)
   end
   redis.call('XADD', K_LEDGER, '*', 'op', op, 'w', WALLET_ID, 'rid', rid, 'now', fmt(NOW),
     'entries', json_list(M.entries), 'grants', json_list(grants), 'holds', json_list(holds),
-    'wallet', wallet, 'result', result, 'request', request)
+    'wallet', wallet, 'request', request)
   redis.call('PUBLISH', 'obol:balance:' .. WALLET_ID,
     cjson.encode({version = fmt(W.ver), available = fmt(available())}))
   return result
