@@ -53,7 +53,7 @@ def _services(resources: Resources) -> ServicePlan:
         [
             ServiceRegistration(
                 SERVICE_NAME,
-                WalletService(resources.pool, core),  # type: ignore[abstract]  # rest: UNIMPLEMENTED
+                WalletService(resources.pool, core),
                 wallet_pb2_grpc.add_WalletServiceServicer_to_server,
             )
         ],

@@ -117,6 +117,11 @@ _HOLD_STATES = {
 }
 
 
+def hold_states_from_proto(states: Sequence[wallet_pb2.HoldState.ValueType]) -> list[HoldState]:
+    by_proto = {v: k for k, v in _HOLD_STATES.items()}
+    return [by_proto[state] for state in states]
+
+
 def grant_kind_from_proto(kind: wallet_pb2.GrantKind.ValueType) -> GrantKind:
     return _GRANT_KINDS_FROM_PROTO[kind]
 

@@ -402,3 +402,61 @@ def _entry_problem(entry: LedgerEntry, row: asyncpg.Record, seq: int, prev: byte
     if unbalanced:
         return f"lines do not sum to zero for {', '.join(unbalanced)}"
     return ""
+
+
+# ---- grants and holds as written to Postgres (behind the hot state on the Redis backend) ----
+
+
+async def get_grant(conn: Queryable, grant_id: str) -> Grant | None:
+    row = await conn.fetchrow(f"SELECT {GRANT_COLUMNS} FROM grants WHERE grant_id = $1", grant_id)
+    return None if row is None else grant_record(row).grant
+
+
+async def list_holds(
+    conn: Queryable,
+    wallet_id: str,
+    *,
+    states: Sequence[HoldState],
+    limit: int,
+    after: str | None,
+) -> list[Hold]:
+    """A wallet's holds, oldest first (ids sort by creation), optionally only some states."""
+    rows = await conn.fetch(
+        f"""SELECT {HOLD_COLUMNS} FROM holds
+            WHERE wallet_id = $1
+              AND (cardinality($2::text[]) = 0 OR state = ANY($2::text[]))
+              AND ($3::text IS NULL OR hold_id > $3)
+            ORDER BY hold_id LIMIT $4""",
+        wallet_id,
+        [state.value for state in states],
+        after,
+        limit,
+    )
+    return [hold_record(row).hold for row in rows]
+
+
+async def transactions_posted_since(
+    conn: Queryable,
+    since: datetime,
+    *,
+    kinds: Sequence[EntryKind],
+    customer_id: str,
+    limit: int,
+    with_lines: bool,
+) -> list[Transaction]:
+    """Entries recorded at or after `since`, in recording order (for WatchTransactions)."""
+    rows = await conn.fetch(
+        f"""SELECT {_ENTRY_COLUMNS}
+            FROM ledger_entries e JOIN wallets w USING (wallet_id)
+            WHERE e.recorded_at >= $1
+              AND (cardinality($2::text[]) = 0 OR e.kind = ANY($2::text[]))
+              AND ($3 = '' OR w.customer_id = $3)
+            ORDER BY e.recorded_at, e.entry_id
+            LIMIT $4""",
+        since,
+        [kind.value for kind in kinds],
+        customer_id,
+        limit,
+    )
+    lines = await _lines(conn, [row["entry_id"] for row in rows]) if with_lines else {}
+    return [_transaction(row, lines.get(row["entry_id"], [])) for row in rows]

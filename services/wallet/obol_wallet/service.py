@@ -8,6 +8,7 @@ interceptor, so handlers only translate and delegate.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC
 from functools import partial
 from typing import Any, TypeVar
 
@@ -33,6 +34,7 @@ from .convert import (
     entry_kinds_from_proto,
     grant_kind_from_proto,
     grant_to_proto,
+    hold_states_from_proto,
     hold_to_proto,
     money,
     ms_to_timestamp,
@@ -52,7 +54,7 @@ from .core import (
     GrantSpec,
     WalletCore,
 )
-from .errors import NoPriceBook
+from .errors import NoPriceBook, ResourceNotFound, UnknownWallet
 from .importer_convert import import_customers
 from .model import (
     DEFAULT_PRIORITY,
@@ -66,7 +68,9 @@ from .model import (
     Idempotency,
     StopReason,
 )
+from .partitions import wallet_of_grant
 from .top_up_rules import TopUpRules, rule_spec
+from .transaction_watch import decode_cursor, encode_cursor, watch_transactions
 from .wallets import WalletRecord
 
 ResultT = TypeVar("ResultT")
@@ -577,6 +581,32 @@ class WalletService(wallet_pb2_grpc.WalletServiceServicer):
         page, next_token = split_page(messages, limit, lambda m: m.grant_id)
         return wallet_pb2.ListGrantsResponse(grants=page, next_page_token=next_token)
 
+    async def GetGrant(
+        self, request: wallet_pb2.GetGrantRequest, context: Context
+    ) -> wallet_pb2.GetGrantResponse:
+        """Live grants from the backend; exhausted and expired ones from the ledger store."""
+        wallet_id = wallet_of_grant(request.grant_id)
+        not_found = ResourceNotFound(
+            f"no grant {request.grant_id!r}",
+            metadata={"resource_type": "grant", "grant_id": request.grant_id},
+        )
+        if wallet_id is None:
+            raise not_found
+        try:
+            record = await self._core.directory.get(wallet_id)
+        except UnknownWallet:
+            raise not_found from None
+        now = self._core.clock.now_ms()
+        live = await self._core.backend.grants(wallet_id, now)
+        found = next((g for g in live if g.grant_id == request.grant_id), None)
+        if found is None:
+            found = await ledger_queries.get_grant(self._pool, request.grant_id)
+        if found is None:
+            raise not_found
+        return wallet_pb2.GetGrantResponse(
+            grant=grant_to_proto(found, record.customer_id, record.asset_code, now)
+        )
+
     async def RefundGrant(
         self, request: wallet_pb2.RefundGrantRequest, context: Context
     ) -> wallet_pb2.RefundGrantResponse:
@@ -668,6 +698,17 @@ class WalletService(wallet_pb2_grpc.WalletServiceServicer):
         for item, (record, outcome) in zip(items, outcomes, strict=True):
             respond = partial(_capture_response, cost=item.cost)
             _add_result(response.results, record, outcome, respond)
+        return response
+
+    async def BatchVoid(
+        self, request: wallet_pb2.BatchVoidRequest, context: Context
+    ) -> wallet_pb2.BatchVoidResponse:
+        response = wallet_pb2.BatchVoidResponse()
+        for item in request.items:
+            try:
+                response.results.add(response=await self._void(item))
+            except ObolError as err:
+                response.results.add(error=to_rpc_status(err))
         return response
 
     async def BatchCharge(
@@ -762,6 +803,27 @@ class WalletService(wallet_pb2_grpc.WalletServiceServicer):
             transactions=[transaction_to_proto(row) for row in page], next_page_token=next_token
         )
 
+    async def WatchTransactions(
+        self, request: wallet_pb2.WatchTransactionsRequest, context: Context
+    ) -> AsyncIterator[wallet_pb2.WatchTransactionsResponse]:
+        start = request.WhichOneof("start")
+        since = None
+        if start == "after_cursor":
+            since = decode_cursor(request.after_cursor)
+        elif start == "start_time":
+            since = request.start_time.ToDatetime(tzinfo=UTC)
+        async for transaction in watch_transactions(
+            self._pool,
+            since=since,
+            kinds=entry_kinds_from_proto(request.kinds),
+            customer_id=request.customer_id,
+            with_lines=request.view != wallet_pb2.TRANSACTION_VIEW_BASIC,
+        ):
+            yield wallet_pb2.WatchTransactionsResponse(
+                transaction=transaction_to_proto(transaction),
+                cursor=encode_cursor(transaction.recorded_at),
+            )
+
     async def GetTransaction(
         self, request: wallet_pb2.GetTransactionRequest, context: Context
     ) -> wallet_pb2.GetTransactionResponse:
@@ -792,6 +854,25 @@ class WalletService(wallet_pb2_grpc.WalletServiceServicer):
             live_balance=money(asset, live_balance),
             live_held=money(asset, live.held),
             balance_matches=ledger_balance == live_balance,
+        )
+
+    async def ListHolds(
+        self, request: wallet_pb2.ListHoldsRequest, context: Context
+    ) -> wallet_pb2.ListHoldsResponse:
+        """From the ledger store: on the Redis backend a hold shows up here once the
+        write-behind has written it (GetHold is live)."""
+        record = await self._core.resolve(selector_from_proto(request.wallet))
+        limit = page_size(request.page_size)
+        rows = await ledger_queries.list_holds(
+            self._pool,
+            record.wallet_id,
+            states=hold_states_from_proto(request.states),
+            limit=limit + 1,
+            after=decode_page_token(request.page_token),
+        )
+        page, next_token = split_page(rows, limit, lambda hold: hold.hold_id)
+        return wallet_pb2.ListHoldsResponse(
+            holds=[hold_to_proto(hold, record) for hold in page], next_page_token=next_token
         )
 
     async def GetHold(

@@ -159,7 +159,7 @@ async def wallet_api(
         [
             ServiceRegistration(
                 SERVICE_NAME,
-                WalletService(pool, core),  # type: ignore[abstract]
+                WalletService(pool, core),
                 wallet_pb2_grpc.add_WalletServiceServicer_to_server,
             )
         ],
