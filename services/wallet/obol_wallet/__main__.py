@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 
+import structlog
 from obol.wallet.v1 import wallet_pb2_grpc
 
 from obol_core.grpc_server import ServiceRegistration
@@ -18,8 +19,13 @@ from .pg_backend import PostgresBackend
 from .redis_backend import RedisBackend
 from .schema import MIGRATIONS_DIR, SCHEMA
 from .service import SERVICE_NAME, WalletService
-from .settings import BackendKind, WalletSettings
+from .settings import BackendKind, PaymentProviderKind, WalletSettings
 from .sweeper import run_sweeper
+
+_log = structlog.get_logger("obol.wallet")
+
+# OBOL_PAYMENT_PROVIDER -> provider; the sandbox is the only one so far (see payments.py).
+_PAYMENT_PROVIDERS = {PaymentProviderKind.SANDBOX: SandboxPaymentProvider}
 
 
 def _backend(resources: Resources, settings: WalletSettings) -> WalletBackend:
@@ -45,9 +51,11 @@ def _services(resources: Resources) -> ServicePlan:
         partitions=settings.partitions,
         default_hold_ttl_ms=settings.default_hold_ttl_ms,
     )
-    # The sandbox is the only payment provider so far (pm_ok... is charged, see payments.py).
+    provider = _PAYMENT_PROVIDERS[settings.payment_provider]()
+    if settings.payment_provider is PaymentProviderKind.SANDBOX:
+        _log.warning("auto top-ups use the sandbox payment provider: no real money moves")
     top_ups = AutoTopUpWorker(
-        resources.pool, backend, SandboxPaymentProvider(), clock, consumer=socket.gethostname()
+        resources.pool, backend, provider, clock, consumer=socket.gethostname()
     )
     return ServicePlan(
         [

@@ -7,6 +7,7 @@
 | `OBOL_IDEMPOTENCY_TTL_SECONDS` | `604800` | How long a hot-path request_id is remembered in Redis (it is kept in Postgres too). |
 | `OBOL_WALLET_BACKLOG_LIMIT` | `100000` | Unwritten ledger messages per partition past which spends are refused (RESOURCE_EXHAUSTED). |
 | `OBOL_HOLD_TTL_SECONDS` | `600` | Default hold TTL when Authorize sets none. |
+| `OBOL_PAYMENT_PROVIDER` | `sandbox` | Who charges auto top-ups. Only `sandbox` exists so far: deterministic, no real money (`pm_ok...` succeed, `pm_fail...` decline); the service logs a warning at start. |
 """
 
 # ruff: noqa: E501
@@ -22,6 +23,10 @@ from obol_core.settings import env_choice, env_int
 from .partitions import DEFAULT_PARTITIONS
 
 
+class PaymentProviderKind(enum.Enum):
+    SANDBOX = "sandbox"
+
+
 class BackendKind(enum.Enum):
     REDIS = "redis"
     POSTGRES = "postgres"
@@ -34,6 +39,7 @@ class WalletSettings:
     idempotency_ttl_seconds: int
     backlog_limit: int
     default_hold_ttl_ms: int
+    payment_provider: PaymentProviderKind
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WalletSettings:
@@ -56,4 +62,10 @@ class WalletSettings:
             ),
             default_hold_ttl_ms=1000
             * env_int("OBOL_HOLD_TTL_SECONDS", 600, min_value=1, max_value=86400, environ=environ),
+            payment_provider=env_choice(
+                "OBOL_PAYMENT_PROVIDER",
+                PaymentProviderKind.SANDBOX,
+                PaymentProviderKind,
+                environ=environ,
+            ),
         )
