@@ -119,18 +119,23 @@ def _cost(
     return None
 
 
-def _settlement(asset_code: str, charged: int, cost: CostRecord | None) -> wallet_pb2.Settlement:
+def _settlement(
+    record: WalletRecord, charged: int, cost: CostRecord | None
+) -> wallet_pb2.Settlement:
+    """Charged in the wallet's asset; revenue in money (custom units at their exchange
+    rate, rounded once by the asset's rule); margin when cost is in the same currency."""
+    revenue = record.revenue(charged)
     settlement = wallet_pb2.Settlement(
-        charged=money(asset_code, charged),
-        revenue=money(asset_code, charged),
+        charged=money(record.asset_code, charged),
+        revenue=money(revenue.asset_code, revenue.amount),
         cost_source=wallet_pb2.COST_SOURCE_PROVIDER_REPORTED
         if cost
         else wallet_pb2.COST_SOURCE_UNRATED,
     )
     if cost is not None:
         settlement.cost.CopyFrom(money(cost.currency, cost.amount))
-        if cost.currency == asset_code:
-            settlement.margin.CopyFrom(money(asset_code, charged - cost.amount))
+        if cost.currency == revenue.asset_code:
+            settlement.margin.CopyFrom(money(revenue.asset_code, revenue.amount - cost.amount))
     return settlement
 
 
@@ -179,7 +184,7 @@ def _capture_response(
     return wallet_pb2.CaptureResponse(
         hold_id=result.hold_id,
         transaction_id=result.entry_ids[-1] if result.entry_ids else "",
-        settlement=_settlement(asset, result.charged, cost),
+        settlement=_settlement(record, result.charged, cost),
         released=money(asset, result.released),
         available=money(asset, result.balance.available),
         balance_version=result.balance.version,
@@ -204,7 +209,7 @@ def _charge_response(
 ) -> wallet_pb2.ChargeResponse:
     return wallet_pb2.ChargeResponse(
         transaction_id=result.entry_ids[-1] if result.entry_ids else "",
-        settlement=_settlement(record.asset_code, result.charged, cost),
+        settlement=_settlement(record, result.charged, cost),
         available=money(record.asset_code, result.balance.available),
         wallet_id=record.wallet_id,
         balance_version=result.balance.version,
@@ -227,7 +232,7 @@ def _debit_result(
     record: WalletRecord, result: DebitResult, cost: CostRecord | None
 ) -> wallet_pb2.StreamDebitResult:
     asset = record.asset_code
-    settlement = _settlement(asset, result.charged, cost)
+    settlement = _settlement(record, result.charged, cost)
     settlement.shortfall.CopyFrom(money(asset, result.shortfall))
     stop = result.stop_reason
     return wallet_pb2.StreamDebitResult(

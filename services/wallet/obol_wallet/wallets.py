@@ -7,14 +7,27 @@ this module owns who the wallet belongs to and finds it from a selector.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import asyncpg
 
+from obol_core.money import Money, RoundingMode
 from obol_core.postgres import Queryable
+from obol_core.unit_price import UnitPrice
 
 from .errors import AssetMismatch, ExternalIdTaken, UnknownCustomer, UnknownWallet
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """A custom unit's value in a currency: how its revenue is recognised."""
+
+    rate: UnitPrice  # `amount` of the currency buys `per_quantity` atomic units
+    rounding: RoundingMode
+
+    def revenue(self, amount: int) -> Money:
+        return Money(self.rate.asset_code, self.rate.price(amount, self.rounding))
 
 
 @dataclass(frozen=True)
@@ -24,6 +37,13 @@ class WalletRecord:
     asset_code: str
     partition: int
     created_at: datetime
+    exchange: Exchange | None = None  # custom units only; set by WalletDirectory
+
+    def revenue(self, amount: int) -> Money:
+        """What `amount` of the wallet's asset is worth as revenue (currencies: itself)."""
+        if self.exchange is None:
+            return Money(self.asset_code, amount)
+        return self.exchange.revenue(amount)
 
 
 @dataclass(frozen=True)
@@ -159,6 +179,7 @@ class WalletDirectory:
         self._pool = pool
         self._capacity = capacity
         self._by_key: OrderedDict[tuple[str, str, str, str], WalletRecord] = OrderedDict()
+        self._exchanges: dict[str, Exchange | None] = {}
 
     async def find(self, selector: WalletSelector) -> WalletRecord:
         key = (
@@ -172,6 +193,7 @@ class WalletDirectory:
             self._by_key.move_to_end(key)
             return found
         found = await find_wallet(self._pool, selector)
+        found = replace(found, exchange=await self._exchange(found.asset_code))
         self._by_key[key] = found
         if len(self._by_key) > self._capacity:
             self._by_key.popitem(last=False)
@@ -179,3 +201,25 @@ class WalletDirectory:
 
     async def get(self, wallet_id: str) -> WalletRecord:
         return await self.find(WalletSelector(wallet_id=wallet_id))
+
+    async def _exchange(self, asset_code: str) -> Exchange | None:
+        """Assets are immutable, so each one's exchange rate is read once."""
+        if asset_code not in self._exchanges:
+            row = await self._pool.fetchrow(
+                """SELECT exchange_asset, exchange_amount, exchange_per_quantity,
+                          exchange_rounding
+                   FROM assets WHERE asset_code = $1""",
+                asset_code,
+            )
+            exchange = None
+            if row is not None and row["exchange_asset"] is not None:
+                exchange = Exchange(
+                    UnitPrice(
+                        row["exchange_asset"],
+                        row["exchange_amount"],
+                        row["exchange_per_quantity"],
+                    ),
+                    RoundingMode(row["exchange_rounding"]),
+                )
+            self._exchanges[asset_code] = exchange
+        return self._exchanges[asset_code]
