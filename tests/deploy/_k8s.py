@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import yaml  # type: ignore[import-untyped,unused-ignore]
+
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 K8S = DEPLOY / "k8s"
@@ -96,46 +98,10 @@ def render(kubectl: str, directory: str) -> str:
     return result.stdout
 
 
-def _parse_with_kubectl(kubectl: str, text: str) -> list[Doc]:
-    result = subprocess.run(
-        [kubectl, "label", "--local", "-f", "-", "obol.invalid/no-such-label-", "-o", "json"],
-        input=text,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=_env(),
-    )
-    if result.returncode != 0:
-        raise AssertionError(f"kubectl could not parse the rendered YAML:\n{result.stderr}")
-    decoder = json.JSONDecoder()
-    out, docs, pos = result.stdout, [], 0
-    while True:
-        while pos < len(out) and out[pos].isspace():
-            pos += 1
-        if pos >= len(out):
-            break
-        doc, pos = decoder.raw_decode(out, pos)
-        if doc.get("kind") == "List":
-            docs.extend(doc.get("items", []))
-        else:
-            docs.append(doc)
-    for doc in docs:  # undo the empty map the no-op label removal leaves behind
-        labels = doc.get("metadata", {}).get("labels")
-        if labels == {}:
-            del doc["metadata"]["labels"]
-    return docs
-
-
 @functools.cache
 def _parsed(kubectl: str, directory: str) -> str:
     text = render(kubectl, directory)
-    try:
-        import yaml  # type: ignore[import-untyped,import-not-found,unused-ignore]
-    except ImportError:
-        docs = _parse_with_kubectl(kubectl, text)
-    else:
-        docs = [d for d in yaml.safe_load_all(text) if d]
-    return json.dumps(docs)
+    return json.dumps([d for d in yaml.safe_load_all(text) if d])
 
 
 def docs(kubectl: str, directory: str) -> list[Doc]:

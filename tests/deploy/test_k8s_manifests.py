@@ -17,6 +17,7 @@ import tomllib
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import kubernetes_validate  # type: ignore[import-untyped,unused-ignore]
 import pytest
 
 from ._k8s import (
@@ -696,14 +697,13 @@ def test_dev_secrets_are_placeholders(dev: list[Doc]) -> None:
 @pytest.mark.parametrize("version", ["1.30.0", "1.37.0"])
 def test_kubernetes_schemas(kubectl: str, version: str) -> None:
     """Built-in kinds against the OpenAPI schemas (strict: unknown fields fail)."""
-    kv = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate not installed")
     for overlay_name in ("dev", "prod"):
         for obj in docs(kubectl, str(K8S / "overlays" / overlay_name)):
             if obj["apiVersion"] not in BUILTIN_GROUPS:
                 continue
             try:
-                kv.validate(obj, version, strict=True)
-            except kv.ValidationError as error:
+                kubernetes_validate.validate(obj, version, strict=True)
+            except kubernetes_validate.ValidationError as error:
                 path = ".".join(str(p) for p in error.path)
                 message = error.message[:300]
                 pytest.fail(f"{overlay_name} {name_of(obj)} at {path}: {message}", pytrace=False)
