@@ -40,6 +40,7 @@ from .model import (
     TopUpRule,
     TopUpStatus,
     VoidRequest,
+    VoidResult,
     WalletEvent,
 )
 
@@ -63,7 +64,7 @@ class WalletBackend(Protocol):
         """Settle a hold at its total: what debits drew counts toward it; draw the rest in
         grant order and release the remaining reservation, or reverse the debits' excess."""
 
-    async def void(self, request: VoidRequest) -> MutationResult:
+    async def void(self, request: VoidRequest) -> VoidResult:
         """Release an open hold's remaining reservation (debits stay charged)."""
 
     async def debit(self, request: DebitRequest) -> DebitResult:

@@ -46,6 +46,7 @@ from .model import (
     RefundRequest,
     SettingsRequest,
     VoidRequest,
+    VoidResult,
 )
 from .partitions import grant_id_for, hold_id_for, partition_of, wallet_of_grant, wallet_of_hold
 from .wallets import WalletRecord, WalletSelector
@@ -265,7 +266,7 @@ class WalletCore:
         record, request = await self._capture_request(item)
         return record, await self.backend.capture(request)
 
-    async def void(self, idem: Idempotency, hold_id: str) -> MutationResult:
+    async def void(self, idem: Idempotency, hold_id: str) -> VoidResult:
         return await self.backend.void(
             VoidRequest(
                 idem=idem,

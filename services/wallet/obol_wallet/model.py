@@ -276,6 +276,11 @@ class MutationResult:
 
 
 @dataclass(frozen=True)
+class VoidResult(MutationResult):
+    released: int = 0  # the reservation the void gave back
+
+
+@dataclass(frozen=True)
 class AuthorizeResult(MutationResult):
     hold_id: str = ""
     held: int = 0

@@ -87,6 +87,7 @@ from .model import (
     TopUpRule,
     TopUpStatus,
     VoidRequest,
+    VoidResult,
     WalletEvent,
     WalletEventKind,
     retry_delay_ms,
@@ -470,8 +471,8 @@ class PostgresBackend:
             request.idem, request.wallet_id, request.now_ms, request.entry_id, apply, spend=True
         )
 
-    async def void(self, request: VoidRequest) -> MutationResult:
-        async def apply(conn: Queryable, tx: _Tx) -> MutationResult:
+    async def void(self, request: VoidRequest) -> VoidResult:
+        async def apply(conn: Queryable, tx: _Tx) -> VoidResult:
             wallet = tx.wallet
             record = await _open_hold(conn, tx, request.hold_id)
             hold = record.hold
@@ -489,7 +490,7 @@ class PostgresBackend:
                 memo={"hold_id": hold.hold_id, "released": str(released), "reason": "void"},
                 request_id=request.idem.request_id,
             )
-            return MutationResult((entry.entry_id,), wallet.balance(request.now_ms))
+            return VoidResult((entry.entry_id,), wallet.balance(request.now_ms), released=released)
 
         return await self._mutate(
             request.idem, request.wallet_id, request.now_ms, request.entry_id, apply
@@ -1235,6 +1236,7 @@ _RESULT_TYPES: dict[str, type[MutationResult]] = {
         DebitResult,
         ExtendHoldResult,
         GrantResult,
+        VoidResult,
     )
 }
 

@@ -650,12 +650,11 @@ class WalletService(wallet_pb2_grpc.WalletServiceServicer):
         return await self._void(request)
 
     async def _void(self, request: wallet_pb2.VoidRequest) -> wallet_pb2.VoidResponse:
-        before = await self._core.hold(request.hold_id)
         result = await self._core.void(_idem("Void", request), request.hold_id)
         asset = result.balance.asset_code
         return wallet_pb2.VoidResponse(
             hold_id=request.hold_id,
-            released=money(asset, before.authorized - before.debited),
+            released=money(asset, result.released),
             available=money(asset, result.balance.available),
             transaction_id=result.entry_ids[-1] if result.entry_ids else "",
             balance_version=result.balance.version,

@@ -48,6 +48,7 @@ from ..model import (
     TopUpRule,
     TopUpStatus,
     VoidRequest,
+    VoidResult,
     WalletEvent,
     WalletSnapshot,
 )
@@ -205,7 +206,7 @@ class RedisBackend:
     async def capture(self, request: CaptureRequest) -> CaptureResult:
         return await self._run(self._calls.capture(request))
 
-    async def void(self, request: VoidRequest) -> MutationResult:
+    async def void(self, request: VoidRequest) -> VoidResult:
         return await self._run(self._calls.void(request))
 
     async def debit(self, request: DebitRequest) -> DebitResult:

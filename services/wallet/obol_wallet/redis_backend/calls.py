@@ -39,6 +39,7 @@ from ..model import (
     RefundRequest,
     SettingsRequest,
     VoidRequest,
+    VoidResult,
 )
 from ..partitions import WalletKeys, keys_for, reversal_grant_id, wallet_of_hold
 from . import validate
@@ -49,6 +50,7 @@ from .codec import (
     decode_extend,
     decode_grant,
     decode_mutation,
+    decode_void,
 )
 from .scripts import Scripts
 
@@ -196,14 +198,14 @@ class CallBuilder:
         context = {"wallet_id": r.wallet_id, "hold_id": r.hold_id, "request_id": r.idem.request_id}
         return Call(script, keys, args, r.wallet_id, decode_extend, context)
 
-    def void(self, r: VoidRequest) -> Call[MutationResult]:
+    def void(self, r: VoidRequest) -> Call[VoidResult]:
         hold_key = self._hold_key(r.wallet_id, r.hold_id)
         script = self.scripts.void
         keys, args = self._mutation(r.wallet_id, r.idem, r.now_ms, r.entry_id)
         keys.append(hold_key)
         args += [r.hold_id, validate.memo_json({}, hold_id=r.hold_id, reason="void")]
         context = {"wallet_id": r.wallet_id, "hold_id": r.hold_id, "request_id": r.idem.request_id}
-        return Call(script, keys, args, r.wallet_id, decode_mutation, context)
+        return Call(script, keys, args, r.wallet_id, decode_void, context)
 
     def charge(self, r: ChargeRequest) -> Call[CaptureResult]:
         validate.amount(r.amount, "amount")

@@ -52,6 +52,7 @@ from ..model import (
     LedgerLine,
     MutationResult,
     RequestRecord,
+    VoidResult,
 )
 
 __all__ = [
@@ -73,6 +74,7 @@ __all__ = [
     "decode_grant_record",
     "decode_message",
     "decode_mutation",
+    "decode_void",
     "ledger_stream",
 ]
 
@@ -348,6 +350,16 @@ def decode_mutation(wallet_id: str, raw: bytes | str, replayed: bool) -> Mutatio
         entry_ids=tuple(_list(item["entries"], "entries")),
         balance=decode_balance(wallet_id, item),
         replayed=replayed,
+    )
+
+
+def decode_void(wallet_id: str, raw: bytes | str, replayed: bool) -> VoidResult:
+    item = _result(raw)
+    return VoidResult(
+        entry_ids=tuple(_list(item["entries"], "entries")),
+        balance=decode_balance(wallet_id, item),
+        replayed=replayed,
+        released=_int(item.get("released", "0"), "released"),
     )
 
 

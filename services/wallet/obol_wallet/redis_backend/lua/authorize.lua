@@ -13,14 +13,14 @@ local early = begin(K_IDEM, HASH, ARGV[7])
 if early then
   return early
 end
-local before = available() -- for the auto top-up check at the end (top_up.lua)
+-- Also the "before" of the auto top-up check at the end (top_up.lua).
+local before = available()
 if W.frozen then
   return fail('WALLET_FROZEN')
 end
-local free = available()
-if free < AMOUNT then
+if before < AMOUNT then
   return fail('INSUFFICIENT_FUNDS', 'asset_code', W.asset,
-    'available', fmt(free), 'required', fmt(AMOUNT))
+    'available', fmt(before), 'required', fmt(AMOUNT))
 end
 
 local h = {id = HOLD_ID, state = 'open', authorized = AMOUNT, debited = 0, captured = 0,

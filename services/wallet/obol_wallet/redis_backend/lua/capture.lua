@@ -20,7 +20,7 @@ local early = begin(K_IDEM, HASH, nil)
 if early then
   return early
 end
-local before = available() -- for the auto top-up check at the end (top_up.lua)
+local before = available() -- the free balance; also the auto top-up check's "before"
 local h = hold_get(HOLD_ID)
 if not h then
   return fail(closed_hold_reason(K_HOLD))
@@ -40,7 +40,7 @@ if rest > reserved then
 end
 -- What this capture may draw: its own reservation plus the free balance. Below the
 -- reservation this only fails when grants backing open holds have expired meanwhile.
-local usable = available() + reserved
+local usable = before + reserved
 if usable < rest then
   return fail('INSUFFICIENT_FUNDS', 'asset_code', W.asset,
     'available', fmt(usable), 'required', fmt(rest))

@@ -21,16 +21,16 @@ local early = begin(K_IDEM, HASH, nil)
 if early then
   return early
 end
-local before = available() -- for the auto top-up check at the end (top_up.lua)
+local before = available() -- the free balance; also the auto top-up check's "before"
 local h = hold_get(HOLD_ID)
 if not h then
   return fail(closed_hold_reason(K_HOLD))
 end
 local reserved = h.authorized - h.debited
--- What the chunk may draw: its hold's reservation plus the free balance, available()
+-- What the chunk may draw: its hold's reservation plus the free balance (`before`)
 -- (the reservation only, on a frozen wallet). Negative free balance (grants backing
 -- open holds expired meanwhile) lowers it, so funds are never overdrawn.
-local usable = reserved + available()
+local usable = reserved + before
 if W.frozen then
   usable = math.min(usable, reserved)
 end

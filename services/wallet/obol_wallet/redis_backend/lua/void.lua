@@ -15,10 +15,11 @@ if not h then
   return fail(closed_hold_reason(K_HOLD))
 end
 
+local released = h.authorized - h.debited
 hold_close(h, 'voided', NOW)
 redis.call('SET', K_HOLD, hold_pack(h), 'EX', TTL_S) -- kept for the retention
 add_entry(ENTRY_ID, 'release', RID, MEMO, {})
 
 return finish('void', RID, HASH, K_IDEM, TTL_S, function()
-  return result_json({})
+  return result_json({released = fmt(released)})
 end)
