@@ -12,15 +12,24 @@ from typing import Any, TypeAlias
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import AbstractConnection
+from redis.connection import HiredisRespSerializer
 from redis.typing import EncodableT, KeyT
 
 from .settings import env_bool
 
-__all__ = ["LuaScript", "RedisClient", "check_redis", "create_redis"]
+__all__ = ["LuaScript", "RedisClient", "check_redis", "create_redis", "is_cluster_url"]
 
 RedisClient: TypeAlias = Redis | RedisCluster
 
 _CLUSTER_SUFFIX = "+cluster"
+
+
+def is_cluster_url(url: str) -> bool:
+    """Whether `url` names a Redis Cluster by its scheme (`redis+cluster://`,
+    `rediss+cluster://`); `OBOL_REDIS_CLUSTER` can also select a cluster for `redis://`."""
+    scheme, separator, _ = url.partition("://")
+    return bool(separator) and scheme.endswith(_CLUSTER_SUFFIX)
 
 
 def create_redis(
@@ -42,7 +51,7 @@ def create_redis(
         raise ValueError(f"not a Redis URL: {url!r}")
     if cluster is None:
         cluster = env_bool("OBOL_REDIS_CLUSTER", False)
-    if scheme.endswith(_CLUSTER_SUFFIX):
+    if is_cluster_url(url):
         cluster = True
         url = f"{scheme.removesuffix(_CLUSTER_SUFFIX)}://{rest}"
     if cluster:
@@ -66,7 +75,35 @@ def create_redis(
         socket_connect_timeout=socket_timeout_seconds,
         socket_keepalive=True,
     )
+    pool.connection_class = _packing_with_hiredis(pool.connection_class)
     return Redis(connection_pool=pool)
+
+
+class _HiredisPacking(AbstractConnection):
+    """Packs commands with hiredis (C) instead of redis-py's asyncio packer (Python), as
+    redis-py's synchronous client already does: about 10x less CPU per command, which is
+    most of what a pipelined batch of EVALSHAs with 25 arguments each costs the service."""
+
+    _serializer: Any = HiredisRespSerializer()  # typed `pack(*args: List)` upstream
+
+    def pack_command(self, *args: EncodableT) -> list[bytes]:
+        packed: list[bytes] = self._serializer.pack(*args)
+        return packed
+
+
+_PACKING_CLASSES: dict[type[AbstractConnection], type[AbstractConnection]] = {}
+
+
+def _packing_with_hiredis(
+    connection_class: type[AbstractConnection],
+) -> type[AbstractConnection]:
+    """`connection_class` (TCP, TLS or Unix socket, as the URL chose) packing with hiredis."""
+    packing = _PACKING_CLASSES.get(connection_class)
+    if packing is None:
+        name = f"HiredisPacking{connection_class.__name__}"
+        packing = type(name, (_HiredisPacking, connection_class), {})
+        _PACKING_CLASSES[connection_class] = packing
+    return packing
 
 
 async def check_redis(client: RedisClient, *, timeout_seconds: float = 2.0) -> None:

@@ -49,6 +49,26 @@ async def test_replies_are_bytes(client: RedisClient) -> None:
     assert await client.get(key) == b"v"
 
 
+async def test_commands_are_packed_by_hiredis_and_round_trip(client: RedisClient) -> None:
+    assert isinstance(client, Redis)
+    connection_class = client.connection_pool.connection_class
+    assert connection_class.__name__ == "HiredisPackingConnection"
+    packed = connection_class().pack_command("CONFIG GET", "x", 7, b"\xff")
+    # The command name's words are split, as redis-py's own packer does.
+    assert packed == [b"*5\r\n$6\r\nCONFIG\r\n$3\r\nGET\r\n$1\r\nx\r\n$1\r\n7\r\n$1\r\n\xff\r\n"]
+    key = f"core:{uuid.uuid4().hex}"
+    pipe = client.pipeline(transaction=False)
+    pipe.set(key, "h\u00e9llo \u20ac")
+    pipe.hset(f"{key}:h", mapping={"n": 2**53 - 1, "b": b"\x00\xff"})
+    pipe.get(key)
+    pipe.hmget(f"{key}:h", "n", "b")
+    pipe.config_get("appendonly")
+    replies = await pipe.execute()
+    assert replies[2] == "h\u00e9llo \u20ac".encode()
+    assert replies[3] == [b"9007199254740991", b"\x00\xff"]
+    assert set(replies[4]) == {"appendonly"}  # redis-py decodes CONFIG GET itself
+
+
 async def test_check_redis(client: RedisClient) -> None:
     await check_redis(client)
     with socket.socket() as sock:

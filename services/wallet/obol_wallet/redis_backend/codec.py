@@ -29,11 +29,12 @@ partition's stream is its backlog, which the backend bounds (Backpressure).
 from __future__ import annotations
 
 import enum
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from ..model import (
     AuthorizeResult,
@@ -179,7 +180,7 @@ def _list(value: Any, what: str) -> list[Any]:
 
 def _json(raw: bytes | str, what: str) -> Any:
     try:
-        return json.loads(raw)
+        return orjson.loads(raw)
     except ValueError as err:
         raise MessageError(f"{what}: not JSON ({err})") from None
 
