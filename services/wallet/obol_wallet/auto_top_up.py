@@ -5,8 +5,8 @@ A background task of the wallet service. Each round:
 1. `start_due_top_ups`: wallets whose retry backoff ended (or whose rule was just set)
    get an attempt if their balance is still below the threshold.
 2. `take_top_ups`: this worker's attempts (and, on Redis, the events to record).
-3. Per attempt: its row in Postgres (pending), then the payment, with the attempt id as
-   idempotency key, then
+3. Per attempt: its row in Postgres (pending; never charged before it is there), then the
+   payment, with the attempt id as idempotency key, then
    - paid: a PURCHASED grant whose request_id is the attempt id; the grant's own atomic
      step stops the attempt being pending (and emits `auto_top_up_succeeded`);
    - declined: `fail_top_up`, whose atomic step counts the failure and schedules the retry
@@ -17,7 +17,11 @@ Any error leaves the item unfinished: it comes back (Redis: at the worker's next
 to another worker once idle for the lease; Postgres: when its lease ends) and runs again.
 Running an attempt twice is harmless: the provider returns the first charge for the same
 key, the grant's request_id replays the first grant, a failure is recorded only while the
-attempt is pending, and event ids are derived from the attempt.
+attempt is pending, and event ids are derived from the attempt. So is running an attempt
+that `obol rebuild` queued again after the wallet's hot state was lost, even while the run
+that started before the loss is still going (docs/decisions.md D13). An attempt that was
+lost before its row was written is void: the rebuild fenced the wallet, the row is refused
+and the attempt leaves the queue without a charge.
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ _log = structlog.get_logger("obol.wallet.auto_top_up")
 _attempts = metrics.get_meter("obol.wallet").create_counter(
     "obol.wallet.auto_top_up.attempts",
     unit="{attempt}",
-    description="Auto top-up attempts run, by outcome (succeeded, failed, disabled)",
+    description="Auto top-up attempts run, by outcome (succeeded, failed, disabled, void)",
 )
 
 
@@ -139,8 +143,18 @@ class AutoTopUpWorker:
         return finished
 
     async def _run(self, attempt: TopUpAttempt) -> None:
-        async with self._pool.acquire() as conn:
-            await top_up_store.insert_attempt(conn, attempt)
+        # Recorded (durably, as pending) before anything is charged: a rebuild of the
+        # wallet's hot state restores exactly the attempts recorded here (D13).
+        if not await top_up_store.record_attempt(self._pool, attempt):
+            # Void: lost with the wallet's hot state before it was recorded, so never
+            # charged, and the rebuilt wallet does not know it (it may have started
+            # another one). It leaves the queue uncharged.
+            _attempts.add(1, {"outcome": "void"})
+            _log.warning(
+                "auto top-up attempt void: lost with the hot state before it ran",
+                attempt_id=attempt.attempt_id,
+            )
+            return
         payment = await self._provider.charge(
             idempotency_key=attempt.attempt_id,
             payment_method_id=attempt.payment_method_id,

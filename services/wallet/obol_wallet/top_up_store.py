@@ -1,13 +1,16 @@
-"""Postgres storage of auto top-up: rules, attempts and wallet events (migration 0005).
+"""Postgres storage of auto top-up: rules, attempts and wallet events (migrations 0005,
+0006).
 
 Used by the gRPC edge (SetAutoTopUpRule and friends), by the Postgres backend, whose
-spends read and change these rows inside their own transaction, and by the top-up worker,
-which records what became of each attempt (for either backend). Callers pass a
-connection inside their transaction.
+spends read and change these rows inside their own transaction, by the top-up worker,
+which records each attempt before it is charged and what became of it (for either
+backend), and by `obol rebuild`, which restores the attempt in flight (`resume_attempt`).
+Callers pass a connection inside their transaction.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -230,6 +233,114 @@ async def insert_attempt(conn: Queryable, attempt: TopUpAttempt) -> None:
         attempt.payment_method_id,
         attempt.created_ms,
     )
+
+
+def _attempts_lock_key(wallet_id: str) -> int:
+    """The advisory lock of a wallet's attempts (a signed 64-bit key)."""
+    digest = hashlib.sha256(f"obol.auto_topup:{wallet_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+async def _lock_attempts(conn: Queryable, wallet_id: str) -> None:
+    """Held to the end of the transaction: the worker recording an attempt and a rebuild
+    fencing the wallet (resume_attempt) never miss each other."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", _attempts_lock_key(wallet_id))
+
+
+async def record_attempt(pool: asyncpg.Pool[asyncpg.Record], attempt: TopUpAttempt) -> bool:
+    """The worker, before it charges anything: record the attempt as pending (a repeat is
+    ignored) and say whether it may run. False for a void attempt: it is not recorded and
+    a rebuild fenced its wallet at or above its seq since, so it was lost with the hot
+    state and the rebuilt wallet does not know it (it must never be charged; see
+    migration 0006). Two pending attempts of one wallet violate
+    auto_topup_attempts_one_pending (UniqueViolation): exactly one at a time."""
+    async with pool.acquire() as conn, conn.transaction():
+        await _lock_attempts(conn, attempt.wallet_id)
+        inserted = await conn.fetchval(
+            """INSERT INTO auto_topup_attempts (attempt_id, wallet_id, seq, amount,
+                   payment_method_id, state, created_ms)
+               SELECT $1, $2, $3, $4, $5, 'pending', $6
+               WHERE NOT EXISTS (SELECT 1 FROM auto_topup_fences f
+                                 WHERE f.wallet_id = $2 AND f.seq >= $3)
+               ON CONFLICT (attempt_id) DO NOTHING
+               RETURNING true""",
+            attempt.attempt_id,
+            attempt.wallet_id,
+            attempt_seq(attempt.attempt_id),
+            attempt.amount,
+            attempt.payment_method_id,
+            attempt.created_ms,
+        )
+        if inserted:
+            return True
+        return bool(
+            await conn.fetchval(
+                "SELECT true FROM auto_topup_attempts WHERE attempt_id = $1", attempt.attempt_id
+            )
+        )
+
+
+async def attempt_grant(conn: Queryable, wallet_id: str, attempt_id: str) -> str | None:
+    """The grant that paid out the attempt, if its entry is in the ledger (a TOP_UP entry
+    whose request_id is the attempt id, after the entry that started the attempt)."""
+    prefix = f"wallet:{wallet_id}:grant:"
+    grant_id: str | None = await conn.fetchval(
+        """SELECT substr(l.account, length($3) + 1)
+           FROM ledger_entries e JOIN ledger_lines l USING (entry_id)
+           WHERE e.wallet_id = $1 AND e.seq > $4 AND e.request_id = $2 AND e.kind = 'top_up'
+             AND starts_with(l.account, $3) AND l.amount > 0
+           ORDER BY e.seq LIMIT 1""",
+        wallet_id,
+        attempt_id,
+        prefix,
+        attempt_seq(attempt_id),
+    )
+    return grant_id
+
+
+async def resume_attempt(
+    pool: asyncpg.Pool[asyncpg.Record], wallet_id: str, seq: int, now_ms: int
+) -> TopUpAttempt | None:
+    """For `obol rebuild`, before it hydrates a wallet whose hot state was lost, `seq`
+    being the wallet's ledger sequence in Postgres: the attempt to restore as pending.
+
+    Fences the wallet at `seq` (attempts up to it that are not recorded are void from now
+    on, see record_attempt), then returns the attempt recorded as pending, if any, unless
+    its grant already reached the ledger: that one is marked succeeded here (its worker
+    stopped between the grant and the row) and None is returned, since restoring it would
+    leave it pending for ever (the grant's replay does not clear it again)."""
+    async with pool.acquire() as conn, conn.transaction():
+        await _lock_attempts(conn, wallet_id)
+        await conn.execute(
+            """INSERT INTO auto_topup_fences (wallet_id, seq, fenced_ms) VALUES ($1, $2, $3)
+               ON CONFLICT (wallet_id) DO UPDATE SET
+                   seq = GREATEST(auto_topup_fences.seq, EXCLUDED.seq),
+                   fenced_ms = EXCLUDED.fenced_ms""",
+            wallet_id,
+            seq,
+            now_ms,
+        )
+        row = await conn.fetchrow(
+            """SELECT a.attempt_id, a.wallet_id, w.asset_code, a.amount, a.payment_method_id,
+                      a.created_ms
+               FROM auto_topup_attempts a JOIN wallets w USING (wallet_id)
+               WHERE a.wallet_id = $1 AND a.state = 'pending'""",
+            wallet_id,
+        )
+        if row is None:
+            return None
+        grant_id = await attempt_grant(conn, wallet_id, row["attempt_id"])
+        if grant_id is not None:
+            await attempt_paid(conn, wallet_id, row["attempt_id"], grant_id, now_ms)
+            return None
+        return TopUpAttempt(
+            attempt_id=row["attempt_id"],
+            wallet_id=row["wallet_id"],
+            asset_code=row["asset_code"],
+            amount=row["amount"],
+            payment_method_id=row["payment_method_id"],
+            created_ms=row["created_ms"],
+        )
 
 
 async def claim_attempts(

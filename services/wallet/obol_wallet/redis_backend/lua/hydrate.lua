@@ -5,11 +5,17 @@
 -- hold: id, authorized, debited, expires, created, ttl, request id.
 -- The holds' records and the idempotency records are loaded before (hydrate_records.lua):
 -- `hydrated` is set last, in this call, so nothing is served before all of it is there.
+-- So is the auto top-up attempt in flight that hydrate_records.lua staged (`tu_stage`):
+-- it becomes `tu_pend` here, so no spend ever sees the rebuilt wallet without it (and
+-- starts a second attempt); anything else left in the hash (a stale `tu_pend` of a
+-- partial state included) goes. The rule's mirror (the other tu_* fields) follows, by
+-- top_up_rule.lua.
 -- Nothing is settled here: the next call settles time with its own clock.
 -- Reply {'ok', '1' loaded | '0' already hydrated}.
 if W then
   return {'ok', '0'}
 end
+local staged = redis.call('HGET', K_W, 'tu_stage')
 redis.call('DEL', K_W, K_G, K_GQ, K_GP, K_GX, K_HX, K_HO) -- leftovers of a partial state
 redis.call('ZREM', K_DUE, WALLET_ID)
 W = {asset = ARGV[4], limit = tonumber(ARGV[5]), od = tonumber(ARGV[6]), held = 0, active = 0,
@@ -49,4 +55,7 @@ due_recompute()
 redis.call('HSET', K_W, 'asset', W.asset, 'limit', fmt(W.limit), 'od', fmt(W.od),
   'held', fmt(W.held), 'active', fmt(W.active), 'frozen', W.frozen and '1' or '0',
   'seq', fmt(W.seq), 'ver', fmt(W.ver), 'due', fmt(W.due), 'hydrated', '1')
+if staged and staged ~= '' then
+  redis.call('HSET', K_W, 'tu_pend', staged)
+end
 return {'ok', '1'}
