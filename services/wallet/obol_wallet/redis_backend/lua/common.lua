@@ -63,11 +63,12 @@ end
 local W
 do
   local v = redis.call('HMGET', K_W, 'hydrated', 'asset', 'limit', 'od', 'held', 'active',
-    'frozen', 'seq', 'ver', 'due')
+    'frozen', 'seq', 'ver', 'due', 'tu_rule')
   if v[1] then
     W = {asset = v[2], limit = tonumber(v[3]), od = tonumber(v[4]), held = tonumber(v[5]),
       active = tonumber(v[6]), frozen = v[7] == '1', seq = tonumber(v[8]),
-      ver = tonumber(v[9]), due = tonumber(v[10]) or 0, due_dirty = false}
+      ver = tonumber(v[9]), due = tonumber(v[10]) or 0, due_dirty = false,
+      top_up_rule = v[11] == '1'} -- top_up.lua reads the rule itself only when there is one
   end
 end
 

@@ -80,8 +80,12 @@ end
 -- else '0' (the spend's result carries it as `top_up`).
 local function top_up_after_spend(before)
   local after = available()
+  local depleted = before > 0 and after <= 0
+  if not (W.top_up_rule or depleted) then
+    return '0' -- the common case costs no read of the rule's fields
+  end
   local T = top_up_read()
-  if before > 0 and after <= 0 then
+  if depleted then
     top_up_alert('depleted', after, T.thr)
   end
   if not T.rule then
