@@ -22,6 +22,8 @@ FIGURES = (
     "authorize_p50_ms",
     "authorize_p95_ms",
     "authorize_p99_ms",
+    "authorize_everysec_p50_ms",
+    "authorize_everysec_p99_ms",
     "writebehind_lag_p99_ms",
     "writebehind_lost",
     "writebehind_duplicated",
@@ -100,6 +102,10 @@ def summary(report: dict[str, Any]) -> str:
         f"  authorize @ {f['config']['latency_rate']}/s  p50 {f['authorize_p50_ms']:.2f} ms  "
         f"p95 {f['authorize_p95_ms']:.2f} ms  p99 {f['authorize_p99_ms']:.2f} ms  "
         f"errors {f['authorize_errors']}  (p99<=5ms: {mark[f['target_authorize_p99_pass']]})",
+        f"  authorize @ {f['config']['latency_rate']}/s with appendfsync everysec  "
+        f"p50 {f['authorize_everysec_p50_ms']:.2f} ms  p99 {f['authorize_everysec_p99_ms']:.2f} ms"
+        f"  (disk fsync p50 {f['machine']['disk_fsync_p50_ms']:.2f} ms, "
+        f"p99 {f['machine']['disk_fsync_p99_ms']:.2f} ms)",
         f"  write-behind lag p99 {f['writebehind_lag_p99_ms']:.0f} ms  "
         f"(<1s: {mark[f['target_writebehind_lag_pass']]})  lost {f['writebehind_lost']}  "
         f"duplicated {f['writebehind_duplicated']}  of {f['writebehind_entries_redis']} entries  "

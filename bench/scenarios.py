@@ -157,13 +157,17 @@ class Scenarios:
 
     # ---- open loop: latency at a fixed offered rate ----
 
-    def latency(self, target: Target, wallets: tuple[str, ...]) -> None:
+    def latency(self, target: Target, wallets: tuple[str, ...], *, appendfsync: str) -> None:
+        """Open-loop Authorize latency with Redis's AOF fsync policy set to `appendfsync`
+        for the scenario (CONFIG SET; the run's own policy is restored after it). Figures
+        are `authorize_*` under the run's policy, `authorize_<policy>_*` under another."""
         c = self.config
-        start_at = time.monotonic() + START_MARGIN
+        prefix = "authorize" if appendfsync == c.redis_appendfsync else f"authorize_{appendfsync}"
         say(
-            f"Authorize latency (redis): open loop, {c.latency_rate}/s offered for "
-            f"{c.latency_seconds:g}s from {self.procs} processes"
+            f"Authorize latency (redis, appendfsync {appendfsync}): open loop, "
+            f"{c.latency_rate}/s offered for {c.latency_seconds:g}s from {self.procs} processes"
         )
+        start_at = time.monotonic() + START_MARGIN
         jobs: list[Job] = [
             OpenLoopJob(
                 target,
@@ -173,26 +177,39 @@ class Scenarios:
                 start_at=start_at,
                 duration=c.latency_seconds,
                 timeout=c.latency_timeout_seconds,
-                tag=f"lat-{i}",
+                tag=f"lat-{appendfsync}-{i}",
             )
             for i in range(self.procs)
         ]
         window = (start_at, start_at + c.latency_seconds)
-        result = self._run("authorize", jobs, window)
+        relaxed = appendfsync != c.redis_appendfsync
+        if relaxed:
+            self._set_appendfsync(appendfsync)
+        try:
+            result = self._run(prefix, jobs, window)
+        finally:
+            if relaxed:
+                self._set_appendfsync(c.redis_appendfsync)
         f = self.figures
         for pct in (50, 95, 99):
-            f[f"authorize_p{pct}_ms"] = percentile(result.latencies_ms, pct)
-        f["authorize_max_ms"] = max(result.latencies_ms, default=0.0)
-        f["authorize_count"] = result.ok
-        f["authorize_errors"] = result.failed + result.dropped
-        f["authorize_send_late_max_ms"] = result.send_late_max_ms
+            f[f"{prefix}_p{pct}_ms"] = percentile(result.latencies_ms, pct)
+        f[f"{prefix}_max_ms"] = max(result.latencies_ms, default=0.0)
+        f[f"{prefix}_count"] = result.ok
+        f[f"{prefix}_errors"] = result.failed + result.dropped
+        f[f"{prefix}_send_late_max_ms"] = result.send_late_max_ms
         if result.failed:
             say(f"  errors: {errors_text(result.errors)}")
         say(
-            f"  p50 {f['authorize_p50_ms']:.2f} ms, p95 {f['authorize_p95_ms']:.2f} ms, "
-            f"p99 {f['authorize_p99_ms']:.2f} ms, max {f['authorize_max_ms']:.1f} ms "
+            f"  p50 {f[f'{prefix}_p50_ms']:.2f} ms, p95 {f[f'{prefix}_p95_ms']:.2f} ms, "
+            f"p99 {f[f'{prefix}_p99_ms']:.2f} ms, max {f[f'{prefix}_max_ms']:.1f} ms "
             f"over {result.ok} authorizations"
         )
+
+    def _set_appendfsync(self, policy: str) -> None:
+        async def configure(client: RedisClient) -> None:
+            await client.config_set("appendfsync", policy)
+
+        _with_redis(self.redis_url, configure)
 
     # ---- write-behind ----
 
