@@ -16,6 +16,7 @@ from obol_wallet.ledger_store import ChainGap
 from obol_wallet.partitions import partition_of
 from obol_wallet.redis_backend.codec import ledger_stream
 from obol_wallet.writebehind import STREAM_GROUP, WriteBehind, WriteBehindError
+from obol_wallet.writebehind.worker import StepResult
 
 from ..postgres.support import (
     DOLLAR,
@@ -300,6 +301,40 @@ async def test_run_until_writes_as_messages_arrive_and_stops_cleanly(
     await asyncio.wait_for(task, 2)
     assert await pool.fetchval("SELECT count(*) FROM ledger_entries") == 1
     assert await redis.xlen(key_of(wallet_id)) == 0
+
+
+class CountingWorker(WriteBehind):
+    """Counts the rounds that wrote something (one Postgres transaction each)."""
+
+    writing_rounds = 0
+
+    async def step(self, *, block: bool = True) -> StepResult:
+        result = await super().step(block=block)
+        if result.handled:
+            self.writing_rounds += 1
+        return result
+
+
+async def test_messages_trickling_in_are_written_in_few_rounds_when_lingering(
+    redis: RedisClient, pool: asyncpg.Pool
+) -> None:
+    wallet_id = await new_wallet(pool)
+    stop = asyncio.Event()
+    lingering = CountingWorker(redis, pool, ALL, "wb-0", block_ms=50, linger_ms=300)
+    task = asyncio.create_task(lingering.run_until(stop))
+    for n in range(1, 31):  # 30 messages over about 0.3 s
+        await xadd(redis, wallet_id, top_up(wallet_id, n))
+        await asyncio.sleep(0.01)
+    for _ in range(200):
+        if await pool.fetchval("SELECT count(*) FROM ledger_entries") == 30:
+            break
+        await asyncio.sleep(0.02)
+    stop.set()
+    await asyncio.wait_for(task, 2)
+    assert await pool.fetchval("SELECT count(*) FROM ledger_entries") == 30
+    # A round that is not full lasts at least 300 ms: the first message is written at
+    # once, the rest wait for the next round or two (without lingering: about 30 rounds).
+    assert 1 <= lingering.writing_rounds <= 4
 
 
 async def test_lines_sum_to_zero_per_asset(redis: RedisClient, pool: asyncpg.Pool) -> None:

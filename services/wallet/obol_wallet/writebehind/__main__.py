@@ -10,6 +10,7 @@
 | `OBOL_WRITEBEHIND_CONSUMER` | the host name | Consumer name in the `writebehind` group; keep it stable across restarts so a restarted worker re-reads its own pending messages. |
 | `OBOL_WRITEBEHIND_BATCH` | `500` | Messages read per partition and written per transaction. |
 | `OBOL_WRITEBEHIND_BLOCK_MS` | `200` | How long a read waits for new messages. |
+| `OBOL_WRITEBEHIND_LINGER_MS` | `50` | A round that was not full lasts at least this long, so messages are written in batches (fewer commits) at the cost of this much lag; 0 writes each message as it lands. |
 | `OBOL_WRITEBEHIND_CLAIM_IDLE_MS` | `30000` | Pending messages idle this long (a dead consumer's) are taken over. |
 | `OBOL_WRITEBEHIND_HEALTH_PORT` | `50061` | gRPC health (`""` liveness, `readiness`: Postgres and Redis reachable). |
 | `OBOL_HOST` | `0.0.0.0` | Address the health server binds. |
@@ -88,6 +89,7 @@ async def main() -> None:
         batch=env_int("OBOL_WRITEBEHIND_BATCH", 500, min_value=1, max_value=10_000),
         block_ms=env_int("OBOL_WRITEBEHIND_BLOCK_MS", 200, min_value=1),
         claim_idle_ms=env_int("OBOL_WRITEBEHIND_CLAIM_IDLE_MS", 30_000, min_value=100),
+        linger_ms=env_int("OBOL_WRITEBEHIND_LINGER_MS", 50, min_value=0, max_value=1_000),
     )
     health = build_server(
         settings,
