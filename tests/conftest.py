@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from infra.stack import running_stack
 
-from obol_cli.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from obol_cli.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedRedisCluster, free_port
 from obol_cli.launcher import StackInfo
 
 
@@ -53,6 +53,21 @@ def embedded_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedde
 def redis_url(embedded_redis: EmbeddedRedis) -> str:
     """URL of database 0 of the session's Redis (shared by the whole session)."""
     return embedded_redis.url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[EmbeddedRedisCluster]:
+    """A real Redis Cluster for the session: three masters (no replicas) on free ports, the
+    16384 slots split between them, started on first use from the same redis-server binary
+    as `embedded_redis`; its data lives in a temporary directory removed at the end, and
+    every node is stopped (and by the kernel if pytest dies). `redis_cluster.url` is a
+    `redis+cluster://` seed. Tests that use it may flush it (database 0 is all it has)."""
+    data_dir = Path(tempfile.mkdtemp(prefix="obol-test-redis-cluster-"))
+    try:
+        with EmbeddedRedisCluster(data_dir, masters=3) as cluster:
+            yield cluster
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Embedded Postgres and Redis servers for `obol run` and the test suite.
+"""Embedded Postgres and Redis servers (and a small Redis Cluster) for `obol run` and the
+test suite.
 
 Each server is a child process of the caller (see `obol_cli.process`): stopped on `stop()`,
 on leaving the `with` block, or by the kernel if the caller dies. Data lives in `data_dir`,
@@ -10,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import pwd
+import random
 import re
 import shutil
 import signal
@@ -17,16 +19,26 @@ import socket
 import subprocess
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, TYPE_CHECKING, Self
 
 from .errors import ObolCliError
 from .process import spawn, stop_all, tail_lines
 from .sysuser import make_reachable, unprivileged_user
 
-__all__ = ["EmbeddedPostgres", "EmbeddedRedis", "EmbeddedServerError", "free_port"]
+if TYPE_CHECKING:
+    import redis
+
+__all__ = [
+    "EmbeddedPostgres",
+    "EmbeddedRedis",
+    "EmbeddedRedisCluster",
+    "EmbeddedServerError",
+    "free_cluster_port",
+    "free_port",
+]
 
 HOST = "127.0.0.1"
 
@@ -142,6 +154,15 @@ class _Server(ABC):
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
+
+    def check_running(self) -> None:
+        """EmbeddedServerError (with the tail of the log) unless the server is running."""
+        if self._proc is None:
+            raise EmbeddedServerError(f"{self.name} on port {self.port} is not running")
+        if (code := self._proc.poll()) is not None:
+            raise EmbeddedServerError(
+                f"{self.name} on port {self.port} exited with code {code}", self.log
+            )
 
     @abstractmethod
     def _start(self) -> None: ...
@@ -363,18 +384,30 @@ class EmbeddedRedis(_Server):
     - No RDB snapshots (`save ""`): the AOF is the durability mechanism, and snapshots would
       only add fork-and-write pauses. (AOF rewrites still use an RDB preamble internally.)
     - `maxmemory-policy noeviction`: unsynced money must never be evicted.
+    - `cluster=True` makes it a Redis Cluster node (its cluster state in
+      `data_dir/nodes.conf`, its cluster bus on `port` + 10000) with no slots yet:
+      `EmbeddedRedisCluster` forms a cluster of such nodes.
     """
 
     name = "Redis"
     stop_signal = signal.SIGTERM  # Redis fsyncs the AOF and exits
 
     def __init__(
-        self, data_dir: Path, port: int, appendfsync: str = "always", *, timeout: float = 30.0
+        self,
+        data_dir: Path,
+        port: int,
+        appendfsync: str = "always",
+        *,
+        cluster: bool = False,
+        timeout: float = 30.0,
     ) -> None:
         if appendfsync not in _APPENDFSYNC:
             raise ValueError(f"appendfsync must be one of {', '.join(_APPENDFSYNC)}")
+        if cluster and port + CLUSTER_BUS_OFFSET > 65535:
+            raise ValueError(f"port {port} leaves no room for its cluster bus port (+10000)")
         super().__init__(data_dir, port, "redis.log", timeout=timeout)
         self.appendfsync = appendfsync
+        self.cluster = cluster
         self.binary = redis_server_binary()
 
     @property
@@ -395,6 +428,13 @@ class EmbeddedRedis(_Server):
             "protected-mode": "yes",
             "logfile": "",
         }
+        if self.cluster:
+            # The cluster's view of itself (node ids, epochs, slots) is kept in `dir`.
+            settings |= {
+                "cluster-enabled": "yes",
+                "cluster-config-file": "nodes.conf",
+                "cluster-node-timeout": "5000",
+            }
         args = [arg for key, value in settings.items() for arg in (f"--{key}", value)]
         self._launch([self.binary, *args])
         self._wait_until(self._is_ready)
@@ -415,3 +455,187 @@ class EmbeddedRedis(_Server):
         except (OSError, ValueError):
             return False
         return f"process_id:{self.pid}\r\n".encode() in info
+
+
+# Redis 6.2 (the bundled one) has no `cluster-port` setting: a node's cluster bus listens
+# on its port + 10000.
+CLUSTER_BUS_OFFSET = 10000
+CLUSTER_SLOTS = 16384
+_CLUSTER_PORTS = (20000, 65535 - CLUSTER_BUS_OFFSET)
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+        return True
+
+
+def free_cluster_port(taken: Collection[int] = ()) -> int:
+    """A port on 127.0.0.1 free right now whose cluster bus port (port + 10000) is free
+    too, neither of them one of the ports (or bus ports) of the nodes in `taken`.
+
+    `free_port()` cannot be used: the OS picks ports from the ephemeral range (usually
+    32768-60999), where port + 10000 often does not exist. Candidates are drawn at random
+    from 20000-55535 and both ports checked by binding them; as with `free_port()`, another
+    process could still take them before they are used.
+    """
+    reserved = {q for t in taken for q in (t, t + CLUSTER_BUS_OFFSET)}
+    for _ in range(1000):
+        port = random.randint(*_CLUSTER_PORTS)
+        bus = port + CLUSTER_BUS_OFFSET
+        if reserved.isdisjoint((port, bus)) and _bindable(port) and _bindable(bus):
+            return port
+    raise EmbeddedServerError("no free port pair (port, port + 10000) for a Redis Cluster node")
+
+
+class EmbeddedRedisCluster:
+    """A private Redis Cluster on 127.0.0.1: `masters` `EmbeddedRedis` nodes started with
+    `cluster=True`, no replicas, each in `data_dir/node-<port>`, the 16384 hash slots split
+    evenly between them (as `redis-cli --cluster create --cluster-replicas 0` would).
+
+    `start()` starts the nodes and, if none of them serves slots yet, forms the cluster
+    itself, without redis-cli (which does not come with every redis-server): each node gets
+    its own config epoch and its range of slots (CLUSTER ADDSLOTS), then the first node
+    meets the others (CLUSTER MEET). It returns once every node reports `cluster_state:ok`,
+    every slot assigned and every node known. Started again (same object, so the same
+    ports), the nodes find each other through their `nodes.conf`. `stop()` stops every node.
+
+    Redis Cluster has only database 0; `url` is a `redis+cluster://` seed that
+    `obol_core.redis.create_redis` turns into a cluster client.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        masters: int = 3,
+        appendfsync: str = "always",
+        *,
+        timeout: float = 30.0,
+    ) -> None:
+        if masters < 1:
+            raise ValueError("a Redis Cluster needs at least one master")
+        self.data_dir = Path(data_dir).resolve()
+        self.timeout = timeout
+        self.nodes: list[EmbeddedRedis] = []
+        ports: list[int] = []
+        for _ in range(masters):
+            ports.append(free_cluster_port(ports))
+            self.nodes.append(
+                EmbeddedRedis(
+                    self.data_dir / f"node-{ports[-1]}",
+                    ports[-1],
+                    appendfsync,
+                    cluster=True,
+                    timeout=timeout,
+                )
+            )
+
+    @property
+    def ports(self) -> list[int]:
+        return [node.port for node in self.nodes]
+
+    @property
+    def pids(self) -> list[int]:
+        return [node.pid for node in self.nodes if node.pid is not None]
+
+    @property
+    def url(self) -> str:
+        """A cluster seed URL (the first node); the client discovers the others."""
+        return f"redis+cluster://{HOST}:{self.nodes[0].port}"
+
+    def slot_ranges(self) -> list[tuple[int, int]]:
+        """Each node's slots, first to last inclusive, in the order of `nodes`."""
+        count = len(self.nodes)
+        bounds = [i * CLUSTER_SLOTS // count for i in range(count + 1)]
+        return [(bounds[i], bounds[i + 1] - 1) for i in range(count)]
+
+    def start(self) -> None:
+        """Start every node, form the cluster if new, wait until it serves every slot."""
+        import redis  # here: `obol` starts without loading the client it rarely needs
+
+        try:
+            for node in self.nodes:
+                node.start()
+            clients = [
+                redis.Redis(host=HOST, port=node.port, socket_timeout=self.timeout)
+                for node in self.nodes
+            ]
+            try:
+                if all(self._cluster_info(c)["cluster_slots_assigned"] == "0" for c in clients):
+                    self._form(clients)
+                self._wait_until_ok(clients)
+            finally:
+                for client in clients:
+                    client.close()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop every node (each with SIGTERM, SIGKILL after the timeout)."""
+        for node in reversed(self.nodes):
+            node.stop()
+
+    def _form(self, clients: list[redis.Redis]) -> None:
+        ranges = self.slot_ranges()
+        for epoch, (client, (first, last)) in enumerate(zip(clients, ranges, strict=True), 1):
+            # Distinct epochs up front, as redis-cli does: no collision to resolve later.
+            client.cluster("SET-CONFIG-EPOCH", epoch)
+            client.cluster("ADDSLOTS", *range(first, last + 1))
+        for node in self.nodes[1:]:
+            clients[0].cluster("MEET", HOST, node.port)
+
+    def _wait_until_ok(self, clients: list[redis.Redis]) -> None:
+        wanted = {
+            "cluster_state": "ok",
+            "cluster_slots_assigned": str(CLUSTER_SLOTS),
+            "cluster_slots_ok": str(CLUSTER_SLOTS),
+            "cluster_known_nodes": str(len(self.nodes)),
+        }
+        deadline = time.monotonic() + self.timeout
+        while True:
+            infos = [self._cluster_info(client) for client in clients]
+            if all(all(info.get(k) == v for k, v in wanted.items()) for info in infos):
+                return
+            for node in self.nodes:
+                node.check_running()
+            if time.monotonic() > deadline:
+                states = ", ".join(
+                    f"{node.port}: {info.get('cluster_state')} "
+                    f"({info.get('cluster_known_nodes')} nodes known, "
+                    f"{info.get('cluster_slots_ok')} slots ok)"
+                    for node, info in zip(self.nodes, infos, strict=True)
+                )
+                raise EmbeddedServerError(
+                    f"Redis Cluster not ready after {self.timeout:.0f}s: {states}",
+                    self.nodes[0].log,
+                )
+            time.sleep(0.05)
+
+    @staticmethod
+    def _cluster_info(client: redis.Redis) -> dict[str, str]:
+        raw = client.cluster("INFO")
+        if isinstance(raw, dict):  # redis-py's reply parser already split it
+            return {str(k): _text(v) for k, v in raw.items()}
+        text = _text(raw)
+        pairs = (line.split(":", 1) for line in text.splitlines() if ":" in line)
+        return {key: value.strip() for key, value in pairs}
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -7,13 +7,16 @@ are converted explicitly, never guessed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Any, TypeAlias
 
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.connection import HiredisRespSerializer
+from redis.exceptions import RedisClusterException
 from redis.typing import EncodableT, KeyT
 
 from .settings import env_bool
@@ -44,7 +47,8 @@ def create_redis(
     `rediss+cluster://` (rewritten to `redis://` / `rediss://`) or `cluster` is true
     (`None`: as `OBOL_REDIS_CLUSTER` says, i.e. `CommonSettings.redis_cluster`).
 
-    Connections are made lazily, on first command.
+    Connections are made lazily, on first command. At most `max_connections` are open (per
+    node, on a cluster); when all are busy, commands wait for one instead of failing.
     """
     scheme, separator, rest = url.partition("://")
     if not separator:
@@ -55,8 +59,9 @@ def create_redis(
         cluster = True
         url = f"{scheme.removesuffix(_CLUSTER_SUFFIX)}://{rest}"
     if cluster:
-        return RedisCluster.from_url(
+        return _WaitingRedisCluster.from_url(
             url,
+            max_connections=max_connections,
             decode_responses=False,
             health_check_interval=health_check_interval_seconds,
             socket_timeout=socket_timeout_seconds,
@@ -77,6 +82,67 @@ def create_redis(
     )
     pool.connection_class = _packing_with_hiredis(pool.connection_class)
     return Redis(connection_pool=pool)
+
+
+# The cluster client whose gate the running task holds (see _WaitingRedisCluster).
+_gate_holder: ContextVar[RedisCluster | None] = ContextVar("obol_redis_gate", default=None)
+
+
+class _WaitingRedisCluster(RedisCluster):
+    """A RedisCluster whose commands wait for a free connection when all are busy.
+
+    redis-py's asyncio cluster client has no blocking pool: a node whose `max_connections`
+    connections are all in use fails the next command with MaxConnectionsError at once
+    (redis/redis-py#3135), which a burst of concurrent RPCs (or a gather over many
+    partitions) would turn into errors. Here at most `max_connections` commands and
+    pipelines are in flight on the whole client, each using at most one connection per
+    node, so no node's pool of that size runs out; the others wait their turn, as on a
+    single node. A command issued while its task already holds the gate (a pipeline
+    retrying a redirected command) goes through without waiting again.
+    """
+
+    def __init__(self, *, max_connections: int = 100, **kwargs: Any) -> None:
+        super().__init__(max_connections=max_connections, **kwargs)
+        self._obol_gate = asyncio.Semaphore(max_connections)
+
+    @asynccontextmanager
+    async def gated(self) -> AsyncIterator[None]:
+        if _gate_holder.get() is self:
+            yield
+            return
+        async with self._obol_gate:
+            token = _gate_holder.set(self)
+            try:
+                yield
+            finally:
+                _gate_holder.reset(token)
+
+    async def execute_command(self, *args: EncodableT, **kwargs: Any) -> Any:
+        async with self.gated():
+            return await super().execute_command(*args, **kwargs)
+
+    def pipeline(
+        self, transaction: Any | None = None, shard_hint: Any | None = None
+    ) -> ClusterPipeline:
+        if shard_hint:  # as RedisCluster.pipeline
+            raise RedisClusterException("shard_hint is deprecated in cluster mode")
+        # mypy sees an abstract attribute that RedisCluster.pipeline's own ClusterPipeline
+        # has just the same (redis-py sets it at run time).
+        return _WaitingClusterPipeline(self, transaction)  # type: ignore[abstract]
+
+
+class _WaitingClusterPipeline(ClusterPipeline):
+    """A cluster pipeline that runs under its client's gate."""
+
+    def __init__(self, client: _WaitingRedisCluster, transaction: bool | None = None) -> None:
+        super().__init__(client, transaction)
+        self._waiting_client = client
+
+    async def execute(
+        self, raise_on_error: bool = True, allow_redirections: bool = True
+    ) -> list[Any]:
+        async with self._waiting_client.gated():
+            return await super().execute(raise_on_error, allow_redirections)
 
 
 class _HiredisPacking(AbstractConnection):

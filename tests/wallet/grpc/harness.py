@@ -20,7 +20,7 @@ from obol.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from obol_core.grpc_server import ServiceRegistration, build_server
 from obol_core.ids import new_ulid
 from obol_core.postgres import apply_migrations, create_pool
-from obol_core.redis import RedisClient, create_redis
+from obol_core.redis import RedisClient, create_redis, is_cluster_url
 from obol_core.settings import CommonSettings
 from obol_wallet.auto_top_up import AutoTopUpWorker
 from obol_wallet.backend import WalletBackend
@@ -134,7 +134,10 @@ _databases = itertools.count()
 
 def private_redis_url(redis_url: str) -> str:
     """A Redis logical database of its own (1-15, flushed), so a write-behind drain sees
-    only this test's streams."""
+    only this test's streams. A Redis Cluster has database 0 only: its URL is kept as it
+    is (the cluster must then be the test's alone, since it is flushed too)."""
+    if is_cluster_url(redis_url):
+        return redis_url
     base = redis_url.rsplit("/", 1)[0]
     return f"{base}/{next(_databases) % 15 + 1}"
 

@@ -1,0 +1,105 @@
+"""Helpers of the Redis Cluster tests: where a wallet's keys live, outcomes of RPCs."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections import Counter
+from collections.abc import Awaitable, Mapping
+
+import grpc.aio
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from obol.wallet.v1 import wallet_pb2
+from redis.crc import key_slot
+
+from obol_cli.embedded import EmbeddedRedisCluster
+from obol_wallet.partitions import keys_for
+
+from ..grpc.harness import PARTITIONS, WalletApi, selector, usd
+
+DOLLAR = 1_000_000_000
+
+
+def wallet_key(wallet_id: str, partitions: int = PARTITIONS) -> str:
+    """The wallet's hash, `{pN}:w:<wallet>` (every key of the wallet shares its slot)."""
+    return keys_for(wallet_id, partitions).wallet
+
+
+def master_of(cluster: EmbeddedRedisCluster, wallet_id: str, partitions: int = PARTITIONS) -> int:
+    """Index (in `cluster.nodes`) of the master serving the wallet's slot."""
+    slot = key_slot(wallet_key(wallet_id, partitions).encode())
+    for index, (first, last) in enumerate(cluster.slot_ranges()):
+        if first <= slot <= last:
+            return index
+    raise AssertionError(f"slot {slot} is served by no master")
+
+
+async def wallets_on_every_master(
+    api: WalletApi, cluster: EmbeddedRedisCluster, funds: int
+) -> list[str]:
+    """New wallets topped up with `funds`, one served by each master, in master order.
+
+    Wallet ids are made by the service, so empty wallets are opened until every master
+    has one (the 16 partitions are served 4, 5 and 7 by the three masters: a few tries);
+    only the chosen ones are topped up, the others stay empty and make no ledger entries.
+    """
+    found: dict[int, str] = {}
+    for _ in range(60):
+        wallet_id = await api.wallet()
+        found.setdefault(master_of(cluster, wallet_id), wallet_id)
+        if len(found) == len(cluster.nodes):
+            chosen = [found[index] for index in range(len(cluster.nodes))]
+            for chosen_id in chosen:
+                await api.stub.TopUp(
+                    wallet_pb2.TopUpRequest(
+                        request_id=f"t-{chosen_id}",
+                        wallet=selector(chosen_id),
+                        amount=usd(funds),
+                        payment_reference="pay-test",
+                    )
+                )
+            return chosen
+    raise AssertionError(f"60 wallets landed on masters {sorted(found)} only")
+
+
+def reason(err: grpc.aio.AioRpcError) -> tuple[str, dict[str, str]]:
+    """The ErrorInfo reason and metadata of a refused RPC."""
+    status = rpc_status.from_call(err)
+    assert status is not None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info.reason, dict(info.metadata)
+    raise AssertionError(f"no ErrorInfo in {err}")
+
+
+async def outcomes(calls: list[Awaitable[object]]) -> Counter[str]:
+    """Run the calls concurrently; count `OK` and each refusal reason."""
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    counts: Counter[str] = Counter()
+    for result in results:
+        if isinstance(result, grpc.aio.AioRpcError):
+            counts[reason(result)[0]] += 1
+        elif isinstance(result, BaseException):
+            raise result
+        else:
+            counts["OK"] += 1
+    return counts
+
+
+async def obol(env: Mapping[str, str], *args: str) -> tuple[int, str]:
+    """`python -m obol_cli ARGS` as a real process; (exit code, output)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "obol_cli",
+        *args,
+        env=dict(env),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, output.decode()
