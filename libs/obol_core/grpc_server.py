@@ -37,10 +37,9 @@ import structlog
 import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from .apikeys import Scope, ScopePolicy
-from .interceptors import AuthInterceptor, EdgeInterceptor, is_infrastructure_method
+from .interceptors import AuthInterceptor, EdgeInterceptor
 from .settings import AuthMode, CommonSettings, SettingsError
 
 __all__ = [
@@ -224,14 +223,6 @@ class RunningServer:
         _log.info("server stopped", duration_ms=round((time.monotonic() - started) * 1000, 1))
 
 
-def _tracing_interceptor() -> grpc.aio.ServerInterceptor:
-    """OpenTelemetry server spans, except for health and reflection (probe noise)."""
-    interceptor: grpc.aio.ServerInterceptor = aio_server_interceptor(  # type: ignore[no-untyped-call]
-        filter_=lambda details: not is_infrastructure_method(details.method)
-    )
-    return interceptor
-
-
 def build_server(
     settings: CommonSettings,
     services: Sequence[ServiceRegistration],
@@ -241,8 +232,8 @@ def build_server(
 ) -> RunningServer:
     """Create the server (interceptors, services, health, reflection); `start()` binds it.
 
-    Interceptor order: OpenTelemetry (span per RPC, health/reflection excluded), edge
-    (logs, metrics, error mapping, validation), auth (API keys and scopes).
+    Interceptor order: edge (span, logs, metrics, error mapping, validation; health and
+    reflection pass through untraced), auth (API keys and scopes).
     """
     overrides = {
         f"/{service.name}/{method}": scope
@@ -251,7 +242,6 @@ def build_server(
     }
     server = grpc.aio.server(
         interceptors=[
-            _tracing_interceptor(),
             EdgeInterceptor(),
             AuthInterceptor(
                 settings.api_keys,

@@ -1,4 +1,5 @@
-"""grpc.aio server interceptors: the edge (validation, error mapping, logs, metrics) and auth.
+"""grpc.aio server interceptors: the edge (trace span, validation, error mapping, logs,
+metrics) and auth.
 
 A grpc.aio interceptor only sees the method name and metadata; to act on requests and
 errors it returns a new `RpcMethodHandler` wrapping the original behaviour (keeping its
@@ -6,9 +7,9 @@ errors it returns a new `RpcMethodHandler` wrapping the original behaviour (keep
 then used for every later interceptor and for the handler itself, which is how the
 authenticated key name travels from `AuthInterceptor` to the handler and the log line.
 
-Order (see `grpc_server.build_server`): OpenTelemetry, then `EdgeInterceptor`, then
-`AuthInterceptor`. The edge therefore logs and maps auth failures too, and auth is decided
-before any payload validation (UNAUTHENTICATED wins over INVALID_ARGUMENT).
+Order (see `grpc_server.build_server`): `EdgeInterceptor`, then `AuthInterceptor`. The edge
+therefore traces, logs and maps auth failures too, and auth is decided before any payload
+validation (UNAUTHENTICATED wins over INVALID_ARGUMENT).
 
 Streaming handlers must consume requests through the request iterator (not
 `context.read()`), so that every message is validated.
@@ -26,7 +27,8 @@ import grpc
 import grpc.aio
 import structlog
 from grpc_status import rpc_status
-from opentelemetry import metrics
+from opentelemetry import metrics, propagate, trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from .apikeys import ApiKey, KeyRing, ScopePolicy
 from .errors import ObolError, PermissionDenied, Unauthenticated, status_from_exception
@@ -52,6 +54,7 @@ _api_key_name: ContextVar[str | None] = ContextVar("obol_api_key_name", default=
 _auth_rejected: ContextVar[bool] = ContextVar("obol_auth_rejected", default=False)
 
 _log = structlog.get_logger("obol.rpc")
+_tracer = trace.get_tracer("obol_core.rpc")
 
 _WARNING_CODES = frozenset(
     {
@@ -69,6 +72,12 @@ _ERROR_CODES = frozenset(
         grpc.StatusCode.UNIMPLEMENTED,
     }
 )
+# A server span's status is ERROR for these (OpenTelemetry's gRPC conventions); a client's
+# mistake (INVALID_ARGUMENT, NOT_FOUND...) leaves it unset.
+_SERVER_FAULT_CODES = _ERROR_CODES | {
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.UNAVAILABLE,
+}
 
 
 def current_api_key_name() -> str | None:
@@ -79,6 +88,23 @@ def current_api_key_name() -> str | None:
 def is_infrastructure_method(method: str) -> bool:
     """Health and reflection RPCs: never authenticated, validated or logged per call."""
     return method.startswith(_INFRASTRUCTURE_PREFIXES)
+
+
+def _server_span(method: str, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+    """The RPC's SERVER span (current while the handler runs), child of the caller's
+    W3C trace context from the request metadata; named and attributed as OpenTelemetry's
+    gRPC instrumentation does, which the edge replaces: one wrapper per RPC, not two."""
+    metadata = context.invocation_metadata() or ()
+    carrier = {key: value for key, value in metadata if isinstance(value, str)}
+    service, _, name = method.lstrip("/").partition("/")
+    return _tracer.start_as_current_span(
+        method,
+        context=propagate.extract(carrier),
+        kind=SpanKind.SERVER,
+        attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+        record_exception=False,
+        set_status_on_exception=False,
+    )
 
 
 def _behavior(handler: Handler) -> Behavior:
@@ -117,14 +143,20 @@ async def _validated(requests: AsyncIterable[Any]) -> AsyncIterator[Any]:
 
 
 class _Call:
-    """Bookkeeping for one RPC at the edge: outcome, the canonical log line, metrics."""
+    """Bookkeeping for one RPC at the edge: outcome, span status, the canonical log line,
+    metrics."""
 
     def __init__(
-        self, edge: EdgeInterceptor, method: str, context: grpc.aio.ServicerContext[Any, Any]
+        self,
+        edge: EdgeInterceptor,
+        method: str,
+        context: grpc.aio.ServicerContext[Any, Any],
+        span: Span,
     ) -> None:
         self._edge = edge
         self._method = method
         self._context = context
+        self._span = span
         self._started = time.perf_counter()
 
     def succeeded(self) -> None:
@@ -145,6 +177,7 @@ class _Call:
         if isinstance(exc, ObolError):
             self._record(grpc_status.code, reason=exc.reason, error=exc.message)
         else:
+            self._span.record_exception(exc)
             self._record(grpc_status.code, exc_info=exc)
         # context.abort (rather than abort_with_status) so that the OpenTelemetry context
         # wrapper sees the code; the rich status travels in the trailing metadata.
@@ -155,6 +188,9 @@ class _Call:
     def _record(self, code: grpc.StatusCode, **fields: Any) -> None:
         duration_ms = (time.perf_counter() - self._started) * 1000.0
         attributes = {"method": self._method, "code": code.name}
+        self._span.set_attribute("rpc.grpc.status_code", code.value[0])
+        if code in _SERVER_FAULT_CODES:
+            self._span.set_status(Status(StatusCode.ERROR, code.name))
         self._edge.requests.add(1, attributes)
         self._edge.duration.record(duration_ms, attributes)
         if code in _ERROR_CODES:
@@ -175,8 +211,10 @@ class _Call:
 
 
 class EdgeInterceptor(grpc.aio.ServerInterceptor):
-    """Validates requests, maps exceptions to rich statuses, logs and measures every RPC.
+    """Traces, validates, maps exceptions to rich statuses, logs and measures every RPC.
 
+    - a SERVER span per RPC (OpenTelemetry), child of the caller's trace context, with the
+      final gRPC status code (status ERROR for server faults);
     - every request message (each one of a client or bidi stream) is checked with
       protovalidate; violations become INVALID_ARGUMENT with BadRequest field violations;
     - an `ObolError` becomes its status (ErrorInfo, BadRequest); any other exception
@@ -217,20 +255,21 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
 
     def _unary(self, method: str, inner: Behavior, request_streaming: bool) -> Behavior:
         async def unary_response(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            call = _Call(self, method, context)
-            try:
-                request = _checked(request, request_streaming)
-                response = await inner(request, context)
-            except grpc.aio.AbortError:
-                call.aborted()
-                raise
-            except Exception as exc:
-                await call.failed(exc)
-            except BaseException:  # CancelledError: the client went away or timed out
-                call.cancelled()
-                raise
-            call.succeeded()
-            return response
+            with _server_span(method, context) as span:
+                call = _Call(self, method, context, span)
+                try:
+                    request = _checked(request, request_streaming)
+                    response = await inner(request, context)
+                except grpc.aio.AbortError:
+                    call.aborted()
+                    raise
+                except Exception as exc:
+                    await call.failed(exc)
+                except BaseException:  # CancelledError: the client went away or timed out
+                    call.cancelled()
+                    raise
+                call.succeeded()
+                return response
 
         return unary_response
 
@@ -238,24 +277,25 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         async def streaming_response(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
-            call = _Call(self, method, context)
-            try:
-                request = _checked(request, request_streaming)
-                result = inner(request, context)
-                if inspect.isasyncgen(result):
-                    async for response in result:
-                        yield response
-                else:  # a coroutine handler that writes with context.write()
-                    await result
-            except grpc.aio.AbortError:
-                call.aborted()
-                raise
-            except Exception as exc:
-                await call.failed(exc)
-            except BaseException:  # CancelledError or GeneratorExit
-                call.cancelled()
-                raise
-            call.succeeded()
+            with _server_span(method, context) as span:
+                call = _Call(self, method, context, span)
+                try:
+                    request = _checked(request, request_streaming)
+                    result = inner(request, context)
+                    if inspect.isasyncgen(result):
+                        async for response in result:
+                            yield response
+                    else:  # a coroutine handler that writes with context.write()
+                        await result
+                except grpc.aio.AbortError:
+                    call.aborted()
+                    raise
+                except Exception as exc:
+                    await call.failed(exc)
+                except BaseException:  # CancelledError or GeneratorExit
+                    call.cancelled()
+                    raise
+                call.succeeded()
 
         return streaming_response
 

@@ -7,6 +7,7 @@ import grpc
 import grpc.aio
 import pytest
 from core_harness import (
+    KEYS,
     SERVICE,
     HarnessFactory,
     LogCapture,
@@ -21,9 +22,15 @@ from grpc_status import rpc_status
 from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
 
 from obol_core.apikeys import Scope
+from obol_core.grpc_client import create_channel
 from obol_core.interceptors import EdgeInterceptor
+from obol_core.telemetry import configure_telemetry
 
 GET = f"/{SERVICE}/GetItem"
 
@@ -71,6 +78,71 @@ async def test_ok_call_and_one_log_line(
     assert len(line["trace_id"]) == 32
     assert len(line["span_id"]) == 16
     assert "timestamp" in line
+
+
+@pytest.fixture
+def spans() -> InMemorySpanExporter:
+    configure_telemetry("core-test", None)  # idempotent: the SDK provider, once per process
+    provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return exporter
+
+
+def server_spans(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
+    return [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
+
+
+async def test_a_server_span_per_rpc_in_the_callers_trace(
+    start_server: HarnessFactory, messages: Messages, spans: InMemorySpanExporter
+) -> None:
+    harness = await start_server()
+    # create_channel's client interceptor sends the caller's context (traceparent).
+    async with create_channel(harness.address, api_key=KEYS["ops"], deadline_seconds=5) as ch:
+        with trace.get_tracer("test").start_as_current_span("caller") as caller:
+            await Stubs(ch, messages).GetItem(messages.Item(sku="a", amount=3))
+    calls = [s for s in server_spans(spans) if s.name == GET]
+    assert len(calls) == 1
+    span = calls[0]
+    # Its parent is the client's span of the call, in the caller's trace.
+    [client] = [s for s in spans.get_finished_spans() if s.kind is SpanKind.CLIENT]
+    assert client.parent is not None and span.parent is not None
+    assert client.parent.span_id == caller.get_span_context().span_id
+    assert span.parent.span_id == client.context.span_id
+    assert span.context.trace_id == caller.get_span_context().trace_id
+    assert span.attributes is not None
+    assert dict(span.attributes) == {
+        "rpc.system": "grpc",
+        "rpc.service": SERVICE,
+        "rpc.method": "GetItem",
+        "rpc.grpc.status_code": 0,
+    }
+    assert span.status.status_code is StatusCode.UNSET
+
+
+async def test_span_status_marks_server_faults_not_client_mistakes(
+    start_server: HarnessFactory, messages: Messages, spans: InMemorySpanExporter
+) -> None:
+    harness = await start_server()
+    for sku in ("domain", "boom"):
+        await rpc_error(harness.stubs.GetItem(messages.Item(sku=sku), metadata=auth("ops")))
+    domain, boom = [s for s in server_spans(spans) if s.name == GET]
+    assert domain.attributes is not None and boom.attributes is not None
+    assert domain.attributes["rpc.grpc.status_code"] != 0
+    assert domain.status.status_code is StatusCode.UNSET  # the client's problem
+    assert boom.attributes["rpc.grpc.status_code"] == grpc.StatusCode.INTERNAL.value[0]
+    assert boom.status.status_code is StatusCode.ERROR
+    assert [event.name for event in boom.events] == ["exception"]
+
+
+async def test_health_checks_make_no_span(
+    start_server: HarnessFactory, spans: InMemorySpanExporter
+) -> None:
+    harness = await start_server()
+    async with grpc.aio.insecure_channel(harness.address) as channel:
+        await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+    assert server_spans(spans) == []
 
 
 async def test_validation_error_names_the_field(
