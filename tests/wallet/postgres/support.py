@@ -144,7 +144,6 @@ def message(
     result: str = "{}",
 ) -> dict[str, str]:
     """The flat string fields of one `XADD {pN}:ledger` message."""
-    request = {"rid": rid, "hash": f"hash-{rid}", "result": result} if rid else None
     return {
         "op": op,
         "w": wallet_id,
@@ -155,6 +154,6 @@ def message(
         "grants": json.dumps(list(grants)) if grants else "{}",
         "holds": json.dumps(list(holds)) if holds else "{}",
         "wallet": json.dumps(dict(wallet)),
+        "hash": f"hash-{rid}" if rid else "",
         "result": result if rid else "",
-        "request": json.dumps(request) if request else "",
     }

@@ -22,7 +22,8 @@ FIELDS = {
     b"grants",
     b"holds",
     b"wallet",
-    b"request",
+    b"hash",
+    b"result",
 }
 
 
@@ -91,8 +92,8 @@ def test_malformed_messages_are_refused() -> None:
             {"asset": "USD", "active": "1", "od": "0", "held": "0", "frozen": "0"}
             | {"limit": "0", "seq": "0", "version": "1"}
         ).encode(),
+        b"hash": b"",
         b"result": b"",
-        b"request": b"",
     }
     assert decode_message(good).entries == []  # cjson's empty list may read as {}
     for field, value in ((b"now", b"1e3"), (b"entries", b"[{]"), (b"op", b"nope")):

@@ -19,8 +19,8 @@ numbers are decimal strings, JSON is made by cjson over strings only):
   touched; `version` is the wallet version that made the change, so a row may be applied
   only when newer;
 - `wallet`: the wallet's counters after the call;
-- `request`: `{"rid","hash","result"}`, the idempotency record to persist with the encoded
-  result ('' when the call only settled time).
+- `hash` and `result`: the idempotency record to persist (with `rid`): the request's hash
+  and its encoded result, both '' when the call only settled time.
 
 The consumer must XACK and XDEL a message only after its Postgres commit: XLEN of a
 partition's stream is its backlog, which the backend bounds (Backpressure).
@@ -270,15 +270,11 @@ def _wallet_row(item: Mapping[str, Any], wallet_id: str) -> WalletRow:
     )
 
 
-def _request(raw: bytes, now_ms: int) -> RequestRecord | None:
-    if not raw:
+def _request(request_id: str, request_hash: str, result: str, now_ms: int) -> RequestRecord | None:
+    if not request_hash:
         return None
-    item = _json(raw, "request")
     return RequestRecord(
-        request_id=item["rid"],
-        request_hash=item["hash"],
-        result=item["result"],
-        created_ms=now_ms,
+        request_id=request_id, request_hash=request_hash, result=result, created_ms=now_ms
     )
 
 
@@ -286,12 +282,13 @@ def decode_message(fields: Mapping[bytes, bytes]) -> StreamMessage:
     """One ledger stream message; MessageError if it does not follow the format."""
     try:
         wallet_id = fields[b"w"].decode()
+        request_id = fields[b"rid"].decode()
         now_ms = _int(fields[b"now"].decode(), "now")
-        request = _request(fields[b"request"], now_ms)
+        result = fields[b"result"].decode()
         return StreamMessage(
             op=StreamOp(fields[b"op"].decode()),
             wallet_id=wallet_id,
-            request_id=fields[b"rid"].decode(),
+            request_id=request_id,
             now_ms=now_ms,
             entries=[
                 _entry(item, wallet_id)
@@ -306,12 +303,8 @@ def decode_message(fields: Mapping[bytes, bytes]) -> StreamMessage:
                 for item in _list(_json(fields[b"holds"], "holds"), "holds")
             ],
             wallet=_wallet_row(_json(fields[b"wallet"], "wallet"), wallet_id),
-            request=request,
-            # The result travels once, inside `request` (messages written before that
-            # change carry it in a field of its own too).
-            result=fields[b"result"].decode()
-            if b"result" in fields
-            else (request.result if request else ""),
+            request=_request(request_id, fields[b"hash"].decode(), result, now_ms),
+            result=result,
         )
     except MessageError:
         raise

@@ -443,13 +443,13 @@ local function commit(op, rid, hash, make_result)
   local wallet = cjson.encode({asset = W.asset, active = fmt(W.active), od = fmt(W.od),
     held = fmt(W.held), frozen = W.frozen and '1' or '0', limit = fmt(W.limit),
     seq = fmt(W.seq), version = fmt(W.ver)})
-  local request = ''
-  if result ~= '' then
-    request = cjson.encode({rid = rid, hash = hash, result = result})
+  -- The idempotency record travels as `hash` and `result` ('' and '' when there is none).
+  if result == '' then
+    hash = ''
   end
   redis.call('XADD', K_LEDGER, '*', 'op', op, 'w', WALLET_ID, 'rid', rid, 'now', fmt(NOW),
     'entries', json_list(M.entries), 'grants', json_list(grants), 'holds', json_list(holds),
-    'wallet', wallet, 'request', request)
+    'wallet', wallet, 'hash', hash, 'result', result)
   redis.call('PUBLISH', 'obol:balance:' .. WALLET_ID,
     cjson.encode({version = fmt(W.ver), available = fmt(available())}))
   return result
