@@ -88,8 +88,7 @@ def cost(record: CostRecord | None) -> tuple[str, int]:
 
 def memo_json(memo: Mapping[str, str], **extra: str) -> str:
     """The memo as the JSON object the ledger entry carries (`extra` wins on a clash)."""
-    merged = {str(key): str(value) for key, value in memo.items()}
-    merged.update(extra)
+    merged = {**memo, **extra} if memo else extra
     # Compact, keys sorted, UTF-8 as is (what json.dumps gives with separators=(",", ":"),
     # sort_keys=True, ensure_ascii=False), made in C: this runs for every batch item.
     return orjson.dumps(merged, option=orjson.OPT_SORT_KEYS).decode()
