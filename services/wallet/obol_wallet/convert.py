@@ -25,6 +25,8 @@ from .model import (
     Hold,
     HoldState,
     TopUpDisabledReason,
+    WalletEvent,
+    WalletEventKind,
 )
 from .top_up_rules import RuleView
 from .wallets import WalletRecord, WalletSelector
@@ -71,6 +73,12 @@ def ms_to_timestamp(ms: int) -> Timestamp:
 
 def timestamp_to_ms(stamp: Timestamp) -> int:
     return stamp.ToMilliseconds()
+
+
+def timestamp_to_ms_ceil(stamp: Timestamp) -> int:
+    """The first whole millisecond at or after `stamp`, so that for a whole ms `t`,
+    `t >= stamp` iff `t >= bound` and `t < stamp` iff `t < bound` (sub-ms time bounds)."""
+    return stamp.ToMilliseconds() + (1 if stamp.nanos % 1_000_000 else 0)
 
 
 def ms_to_duration(ms: int) -> Duration:
@@ -368,3 +376,31 @@ def top_up_rule_to_proto(view: RuleView) -> wallet_pb2.AutoTopUpRule:
     if rule.consecutive_failures and rule.next_attempt_ms:  # a retry after a failure
         message.status.next_attempt_time.CopyFrom(ms_to_timestamp(rule.next_attempt_ms))
     return message
+
+
+# ---- wallet events ----
+
+_EVENT_KINDS = {
+    WalletEventKind.LOW_BALANCE: wallet_pb2.WALLET_EVENT_KIND_LOW_BALANCE,
+    WalletEventKind.DEPLETED: wallet_pb2.WALLET_EVENT_KIND_DEPLETED,
+    WalletEventKind.AUTO_TOP_UP_SUCCEEDED: wallet_pb2.WALLET_EVENT_KIND_AUTO_TOP_UP_SUCCEEDED,
+    WalletEventKind.AUTO_TOP_UP_FAILED: wallet_pb2.WALLET_EVENT_KIND_AUTO_TOP_UP_FAILED,
+    WalletEventKind.AUTO_TOP_UP_DISABLED: wallet_pb2.WALLET_EVENT_KIND_AUTO_TOP_UP_DISABLED,
+}
+_EVENT_KINDS_FROM_PROTO = {v: k for k, v in _EVENT_KINDS.items()}
+
+
+def event_kinds_from_proto(
+    kinds: Sequence[wallet_pb2.WalletEventKind.ValueType],
+) -> list[WalletEventKind]:
+    return [_EVENT_KINDS_FROM_PROTO[kind] for kind in kinds]
+
+
+def wallet_event_to_proto(event: WalletEvent) -> wallet_pb2.WalletEvent:
+    return wallet_pb2.WalletEvent(
+        event_id=event.event_id,
+        wallet_id=event.wallet_id,
+        kind=_EVENT_KINDS[event.kind],
+        occur_time=ms_to_timestamp(event.occurred_ms),
+        data=dict(event.data),
+    )

@@ -25,13 +25,14 @@ from obol_core.postgres import Queryable
 from obol_core.streams import raw_requests
 from obol_core.validation import validate_request
 
-from . import assets, customers, ledger_queries, wallets
+from . import assets, customers, ledger_queries, wallet_events, wallets
 from .balance_watch import watch_balances
 from .convert import (
     asset_from_proto,
     asset_to_proto,
     customer_to_proto,
     entry_kinds_from_proto,
+    event_kinds_from_proto,
     grant_kind_from_proto,
     grant_to_proto,
     hold_states_from_proto,
@@ -41,8 +42,10 @@ from .convert import (
     new_customer_from_proto,
     selector_from_proto,
     timestamp_to_ms,
+    timestamp_to_ms_ceil,
     top_up_rule_to_proto,
     transaction_to_proto,
+    wallet_event_to_proto,
     wallet_to_proto,
 )
 from .core import (
@@ -948,3 +951,30 @@ class WalletService(wallet_pb2_grpc.WalletServiceServicer):
         )
         await self._top_ups.mirror(record.wallet_id)  # after the commit, and on a replay
         return response
+
+    # ---- wallet events (Postgres on both backends; on Redis an event appears once the
+    # auto top-up worker has recorded it from the partition's stream) ----
+
+    async def ListWalletEvents(
+        self, request: wallet_pb2.ListWalletEventsRequest, context: Context
+    ) -> wallet_pb2.ListWalletEventsResponse:
+        record = await self._core.resolve(selector_from_proto(request.wallet))
+        time_range = request.time_range
+        where = wallet_events.EventFilter(
+            wallet_id=record.wallet_id,
+            kinds=event_kinds_from_proto(request.kinds),
+            start_ms=timestamp_to_ms_ceil(time_range.start_time)
+            if time_range.HasField("start_time")
+            else None,
+            end_ms=timestamp_to_ms_ceil(time_range.end_time)
+            if time_range.HasField("end_time")
+            else None,
+        )
+        limit = page_size(request.page_size)
+        rows = await wallet_events.list_events(
+            self._pool, where, limit=limit + 1, after=decode_page_token(request.page_token)
+        )
+        page, next_token = split_page(rows, limit, wallet_events.page_key)
+        return wallet_pb2.ListWalletEventsResponse(
+            events=[wallet_event_to_proto(event) for event in page], next_page_token=next_token
+        )

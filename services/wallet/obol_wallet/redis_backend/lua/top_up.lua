@@ -86,7 +86,8 @@ local function top_up_after_spend(before)
   end
   local T = top_up_read()
   if depleted then
-    top_up_alert('depleted', after, T.thr)
+    -- A deleted rule's fields stay in the hash: its threshold is no longer the wallet's.
+    top_up_alert('depleted', after, T.rule and T.thr or 0)
   end
   if not T.rule then
     return '0'
