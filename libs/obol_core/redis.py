@@ -16,12 +16,19 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.connection import HiredisRespSerializer
-from redis.exceptions import RedisClusterException
+from redis.exceptions import RedisClusterException, ResponseError
 from redis.typing import EncodableT, KeyT
 
 from .settings import env_bool
 
-__all__ = ["LuaScript", "RedisClient", "check_redis", "create_redis", "is_cluster_url"]
+__all__ = [
+    "LuaScript",
+    "RedisClient",
+    "check_redis",
+    "create_redis",
+    "is_cluster_url",
+    "is_nogroup",
+]
 
 RedisClient: TypeAlias = Redis | RedisCluster
 
@@ -176,6 +183,15 @@ async def check_redis(client: RedisClient, *, timeout_seconds: float = 2.0) -> N
     """Readiness: Redis answers PING within the timeout."""
     async with asyncio.timeout(timeout_seconds):
         await client.ping()
+
+
+def is_nogroup(err: BaseException) -> bool:
+    """Whether `err` is Redis's NOGROUP reply: XREADGROUP or XAUTOCLAIM named a consumer group
+    (or a stream) that does not exist, as after Redis lost its data (a restart without AOF, a
+    failover to an empty replica, FLUSHALL) under a worker that had created its group. Also
+    when the reply comes back from a pipeline, which prefixes the message with the command.
+    (XACK answers 0 for a missing group or stream instead: nothing to acknowledge.)"""
+    return isinstance(err, ResponseError) and "NOGROUP" in str(err)
 
 
 class LuaScript:

@@ -209,7 +209,8 @@ async def _rebuild_locked(
 async def _create_groups(redis: RedisClient, partitions: int) -> None:
     """The consumer groups of every partition's ledger stream (write-behind) and top-up
     stream (top-up worker), from the start of the stream, where missing (a Redis that
-    lost everything lost them too; the workers create them only when they start)."""
+    lost everything lost them too; running workers also recreate them on NOGROUP, but the
+    re-queued attempts must find a group whether or not a worker is running)."""
     from obol_wallet.partitions import WalletKeys
     from obol_wallet.redis_backend.top_ups import TOP_UP_GROUP
     from obol_wallet.writebehind import STREAM_GROUP

@@ -250,3 +250,35 @@ async def test_a_worker_over_1024_partitions_reads_every_stream_on_the_cluster(
         assert ledger.total == 4 * DOLLAR
     report = await reconcile(api.pool, hot=backend, now_ms=START_MS, wallet_ids=wallets)
     assert (report.wallets_checked, report.drift, report.lagging) == (len(wallets), [], [])
+
+
+async def test_the_write_behind_recreates_its_groups_after_every_master_lost_its_data(
+    cluster_api: WalletApi, redis_cluster: EmbeddedRedisCluster
+) -> None:
+    """FLUSHALL on every master under a worker: its round (one pipeline of XREADGROUPs)
+    answers NOGROUP; it creates the groups again and writes what comes next, once each."""
+    api = cluster_api
+    backend = RedisBackend(api.redis, partitions=PARTITIONS)
+    worker = WriteBehind(api.redis, api.pool, range(PARTITIONS), consumer="wb-cluster")
+
+    async def granted_on_every_master() -> list[str]:
+        wallets: list[str] = []
+        masters: set[int] = set()
+        while len(masters) < len(redis_cluster.nodes):
+            assert len(wallets) < 60
+            wallet_id = await new_wallet(api.pool, partitions=PARTITIONS)
+            wallets.append(wallet_id)
+            masters.add(master_of(redis_cluster, wallet_id))
+            await backend.open_wallet(wallet_id, USD, 0, START_MS)
+            await backend.grant(ops.grant(wallet_id, 5 * DOLLAR))
+        return wallets
+
+    before = await granted_on_every_master()
+    assert await worker.drain() == len(before)
+    await api.redis.flushall()  # every master: hot state, streams, groups
+    after = await granted_on_every_master()
+    assert await worker.drain() == len(after)
+    assert sum((await stream_backlog(api.redis, range(PARTITIONS))).values()) == 0
+    for wallet_id in before + after:
+        chain = await ledger_queries.verify_chain(api.pool, wallet_id)
+        assert (chain.valid, chain.entries_checked) == (True, 1)

@@ -9,6 +9,8 @@ import asyncio
 
 import asyncpg
 import pytest
+from redis.exceptions import ResponseError
+from structlog.testing import capture_logs
 
 from obol_core.redis import RedisClient
 from obol_wallet import ledger_queries
@@ -344,3 +346,112 @@ async def test_lines_sum_to_zero_per_asset(redis: RedisClient, pool: asyncpg.Poo
     await worker(redis, pool).drain()
     sums = await pool.fetch("SELECT asset_code, sum(amount) AS s FROM ledger_lines GROUP BY 1")
     assert [(r["asset_code"], r["s"]) for r in sums] == [(USD, 0)]
+
+
+# ---- Redis lost its data under a running worker: its consumer groups are gone ----
+
+
+async def _written(pool: asyncpg.Pool, count: int) -> None:
+    """Wait (at most 5 s) until Postgres holds `count` ledger entries."""
+    for _ in range(250):
+        if await pool.fetchval("SELECT count(*) FROM ledger_entries") >= count:
+            return
+        await asyncio.sleep(0.02)
+
+
+async def test_a_running_worker_recreates_its_groups_when_redis_lost_its_data(
+    redis: RedisClient, pool: asyncpg.Pool
+) -> None:
+    wallet_id = await new_wallet(pool)
+    stop = asyncio.Event()
+    with capture_logs() as logs:
+        task = asyncio.create_task(worker(redis, pool, block_ms=50).run_until(stop))
+        await xadd(redis, wallet_id, top_up(wallet_id, 1))
+        await _written(pool, 1)
+        await redis.flushdb()  # the test's own db: every stream and group is gone
+        await xadd(redis, wallet_id, top_up(wallet_id, 2))  # the wallet's ledger goes on
+        await xadd(redis, wallet_id, top_up(wallet_id, 3))
+        await _written(pool, 3)
+        stop.set()
+        await asyncio.wait_for(task, 2)
+
+    seqs = await pool.fetch("SELECT seq FROM ledger_entries ORDER BY seq")
+    assert [r["seq"] for r in seqs] == [1, 2, 3]  # each once, none skipped
+    assert await pool.fetchval("SELECT count(*) FROM ledger_lines") == 6
+    assert await pool.fetchval("SELECT count(*) FROM wallet_requests") == 3
+    assert (await ledger_queries.verify_chain(pool, wallet_id)).valid
+    assert await redis.xlen(key_of(wallet_id)) == 0
+    assert await pending(redis, wallet_id) == 0
+    lost = [line for line in logs if "consumer group lost" in line["event"]]
+    assert [(line["log_level"], line["partitions"]) for line in lost] == [("warning", list(ALL))]
+    assert not [line for line in logs if line["log_level"] in ("error", "critical")]
+
+
+async def test_a_lost_stream_gets_its_group_back_without_a_failed_round(
+    redis: RedisClient, pool: asyncpg.Pool
+) -> None:
+    first = await new_wallet(pool)
+    second = await new_wallet(pool)
+    while key_of(second) == key_of(first):
+        second = await new_wallet(pool)
+    running = worker(redis, pool)
+    await xadd(redis, first, top_up(first, 1))
+    await xadd(redis, second, top_up(second, 1))
+    assert await running.drain() == 2
+
+    await redis.delete(key_of(first))  # this stream and its group are gone, not the others
+    await xadd(redis, first, top_up(first, 2))
+    await xadd(redis, second, top_up(second, 2))
+    assert await running.drain() == 2  # the round that met NOGROUP did not end the drain
+
+    await redis.delete(key_of(first))  # once more, a round at a time
+    await xadd(redis, first, top_up(first, 3))
+    # The round that meets NOGROUP recreates the group: no failure, so no backoff.
+    assert await running.step(block=False) == StepResult(0)
+    assert await running.drain() == 1
+    for wallet_id, last in ((first, 3), (second, 2)):
+        seqs = await pool.fetch(
+            "SELECT seq FROM ledger_entries WHERE wallet_id = $1 ORDER BY seq", wallet_id
+        )
+        assert [r["seq"] for r in seqs] == list(range(1, last + 1))
+        assert (await ledger_queries.verify_chain(pool, wallet_id)).valid
+        assert await redis.xlen(key_of(wallet_id)) == 0
+    groups = await redis.xinfo_groups(key_of(first))
+    assert [(g["name"], g["pending"]) for g in groups] == [(STREAM_GROUP.encode(), 0)]
+
+
+class FailedRounds(WriteBehind):
+    """Notes the Redis errors its rounds raise."""
+
+    errors: tuple[str, ...] = ()
+
+    async def step(self, *, block: bool = True) -> StepResult:
+        try:
+            return await super().step(block=block)
+        except ResponseError as err:
+            self.errors += (str(err),)
+            raise
+
+
+async def test_other_redis_errors_still_back_off(redis: RedisClient, pool: asyncpg.Pool) -> None:
+    wallet_id = await new_wallet(pool)
+    running = FailedRounds(redis, pool, ALL, "wb-0", block_ms=50)
+    await running.setup()
+    key = key_of(wallet_id)
+    await redis.delete(key)
+    await redis.set(key, "not a stream")  # every read now answers WRONGTYPE
+    stop = asyncio.Event()
+    task = asyncio.create_task(running.run_until(stop))
+    await asyncio.sleep(1.0)
+    # Backing off 0.1, 0.2, 0.4, 0.8 s: a handful of rounds (about 20 without backoff).
+    assert 1 <= len(running.errors) <= 6
+    assert all("WRONGTYPE" in error for error in running.errors)
+    assert await redis.type(key) == b"string"  # no group was made over it
+
+    await redis.delete(key)  # repaired: the next read answers NOGROUP, the group comes back
+    await xadd(redis, wallet_id, top_up(wallet_id, 1))
+    await _written(pool, 1)
+    stop.set()
+    await asyncio.wait_for(task, 2)
+    assert await pool.fetchval("SELECT count(*) FROM ledger_entries") == 1
+    assert await redis.xlen(key) == 0

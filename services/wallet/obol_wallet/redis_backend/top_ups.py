@@ -10,6 +10,11 @@ runs the other top-up scripts and reads the queue for the top-up worker:
   been idle for the lease.
 - `{pN}:topup_due` (zset) lists wallets to look at when a retry's backoff ends (or a rule
   was just set); lua/top_up_due.lua starts the attempt there if one is still needed.
+
+If Redis loses its data under a running worker (a restart without AOF, a failover to an
+empty replica, FLUSHALL), the groups go too and reads answer NOGROUP: `take` then creates
+them again, from the start of the (new) streams, logs a warning and returns nothing for
+that round. What the lost streams held is `obol rebuild`'s business (docs/decisions.md D13).
 """
 
 from __future__ import annotations
@@ -18,11 +23,12 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import structlog
 from redis.exceptions import ResponseError
 from redis.typing import EncodableT
 
 from obol_core.ids import new_id
-from obol_core.redis import LuaScript, RedisClient
+from obol_core.redis import LuaScript, RedisClient, is_nogroup
 
 from ..model import (
     TopUpAttempt,
@@ -51,6 +57,8 @@ Pipeline = Callable[
     [Sequence[tuple[LuaScript, Sequence[bytes], Sequence[EncodableT]]]], Awaitable[list[Any]]
 ]
 Message = tuple[bytes, dict[bytes, bytes]]
+
+_log = structlog.get_logger("obol.wallet.auto_top_up")
 
 
 def _work(partition: int, message: Message) -> TopUpAttempt | WalletEvent:
@@ -174,6 +182,31 @@ class RedisTopUps:
         each); messages another consumer left idle for `lease_ms` are taken over first."""
         streams = self._streams()
         await self._create_groups(streams)
+        try:
+            return await self._take(streams, consumer, limit, lease_ms)
+        except ResponseError as err:
+            if not is_nogroup(err):
+                raise
+            await self._regroup(streams, consumer, err)
+            return []
+
+    async def _regroup(self, streams: Sequence[str], consumer: str, err: ResponseError) -> None:
+        """A group is gone: Redis lost its data. Create the groups again from id 0 (the
+        streams are new: all they hold is unread). What a failed read delivered is this
+        consumer's pending messages, read first next round; finishing an item taken before
+        the loss is harmless (XACK of a missing group answers 0)."""
+        self._grouped = False
+        created = await self._create_groups(streams)
+        _log.warning(
+            "top-up consumer group lost (did Redis lose its data?); recreated",
+            partitions=created,
+            consumer=consumer,
+            error=str(err),
+        )
+
+    async def _take(
+        self, streams: Sequence[str], consumer: str, limit: int, lease_ms: int
+    ) -> list[TopUpAttempt | WalletEvent]:
         if time.monotonic() >= self._next_claim:
             async with self._client.pipeline(transaction=False) as pipe:
                 for key in streams:
@@ -197,13 +230,18 @@ class RedisTopUps:
         key = WalletKeys(int(partition), "").topups
         await self._done_script([key], [TOP_UP_GROUP, message_id])
 
-    async def _create_groups(self, streams: Sequence[str]) -> None:
+    async def _create_groups(self, streams: Sequence[str]) -> list[int]:
+        """The groups (from the start of each stream) where missing; returns the partitions
+        whose group this created."""
         if self._grouped:
-            return
-        for key in streams:
+            return []
+        created: list[int] = []
+        for partition, key in enumerate(streams):
             try:
                 await self._client.xgroup_create(key, TOP_UP_GROUP, id="0", mkstream=True)
+                created.append(partition)
             except ResponseError as err:
                 if "BUSYGROUP" not in str(err):
                     raise
         self._grouped = True
+        return created

@@ -15,6 +15,12 @@ Nothing is ever skipped: a message that cannot be decoded, or whose entries woul
 gap in a wallet's chain, stops its partition (fail closed: logged, counted in
 `obol.writebehind.failures`, retried with backoff) until it can be written.
 
+If Redis loses its data under a running worker (a restart without AOF, a failover to an
+empty replica, FLUSHALL), its consumer groups go too and reads answer NOGROUP: the worker
+then creates the groups again, from the start of the (new) streams, logs a warning, counts
+the recreated groups in `obol.writebehind.failures` (`reason` = `nogroup`) and goes on with
+the next round, no backoff. What the lost streams held is `obol rebuild`'s business.
+
 Reads: on a single Redis node one XREADGROUP covers all the worker's streams and blocks up
 to `block_ms`. On Redis Cluster a command may only name keys of one slot, and every
 partition's stream is in its own slot, so each stream gets its own non-blocking XREADGROUP,
@@ -40,7 +46,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 from redis.typing import KeyT, StreamIdT
 
-from obol_core.redis import LuaScript, RedisClient
+from obol_core.redis import LuaScript, RedisClient, is_nogroup
 
 from ..redis_backend.codec import STREAM_GROUP, decode_message, ledger_stream
 from .apply import apply_messages
@@ -113,17 +119,21 @@ class WriteBehind:
         self.last_lag: dict[int, PartitionLag] = {}
         _workers.add(self)
 
-    async def setup(self) -> None:
-        """Create the consumer groups (from the start of each stream) if missing."""
+    async def setup(self) -> list[int]:
+        """Create the consumer groups (from the start of each stream) if missing; returns
+        the partitions whose group it created."""
         if self._ready:
-            return
-        for key in self._keys:
+            return []
+        created: list[int] = []
+        for key, partition in self._keys.items():
             try:
                 await self._redis.xgroup_create(key, STREAM_GROUP, id="0", mkstream=True)
+                created.append(partition)
             except ResponseError as err:
                 if "BUSYGROUP" not in str(err):
                     raise
         self._ready = True
+        return created
 
     async def run_until(self, stop: asyncio.Event) -> None:
         """Work until `stop` is set; the batch in flight is finished (written and acked)."""
@@ -167,16 +177,24 @@ class WriteBehind:
             if result.failures:
                 raise WriteBehindError(result.failures)
             total += result.handled
-            if result.handled == 0 and read_new:
+            # Done once a round read new messages and found none (a round that met a lost
+            # group read nothing: it left every partition's pending messages to re-read).
+            if result.handled == 0 and read_new and not self._retry:
                 return total
 
     async def step(self, *, block: bool = True) -> StepResult:
         """One round: claim idle pending messages if due, read, write, acknowledge."""
         await self.setup()
-        if time.monotonic() >= self._next_claim:
-            await self._claim()
-            self._next_claim = time.monotonic() + self._claim_idle_ms / 2000
-        batches = await self._read(block)
+        try:
+            if time.monotonic() >= self._next_claim:
+                await self._claim()
+                self._next_claim = time.monotonic() + self._claim_idle_ms / 2000
+            batches = await self._read(block)
+        except ResponseError as err:
+            if not is_nogroup(err):
+                raise
+            await self._regroup(err)
+            return StepResult(0)
         full = any(len(messages) >= self._batch for messages in batches.values())
         failures: dict[int, BaseException] = {}
         handled = 0
@@ -216,6 +234,22 @@ class WriteBehind:
         if time.monotonic() >= self._next_lag:
             await self.lag()
         return StepResult(handled, failures, full)
+
+    async def _regroup(self, err: ResponseError) -> None:
+        """A group is gone: Redis lost its data. Create the groups again from id 0: the
+        streams are new, so everything in them is unwritten (a message read before the loss
+        and written since is acknowledged harmlessly: XACK of a missing group answers 0)."""
+        self._ready = False
+        created = await self.setup()
+        self._retry.update(self._keys.values())  # next round: a (harmless) pending read first
+        for partition in created:
+            _failures.add(1, {"partition": str(partition), "reason": "nogroup"})
+        _log.warning(
+            "consumer group lost (did Redis lose its data?); recreated from the stream start",
+            partitions=created,
+            consumer=self._consumer,
+            error=str(err),
+        )
 
     async def lag(self) -> dict[int, PartitionLag]:
         """Backlog and age of the oldest unwritten message, per partition."""
@@ -366,5 +400,7 @@ _written = _meter.create_counter(
     "obol.writebehind.entries", unit="{entry}", description="Ledger entries written"
 )
 _failures = _meter.create_counter(
-    "obol.writebehind.failures", unit="{batch}", description="Batches that failed to write"
+    "obol.writebehind.failures",
+    unit="{batch}",
+    description="Batches that failed to write; with reason=nogroup, consumer groups recreated",
 )
