@@ -55,7 +55,14 @@ def _services(resources: Resources) -> ServicePlan:
     if settings.payment_provider is PaymentProviderKind.SANDBOX:
         _log.warning("auto top-ups use the sandbox payment provider: no real money moves")
     top_ups = AutoTopUpWorker(
-        resources.pool, backend, provider, clock, consumer=socket.gethostname()
+        resources.pool,
+        backend,
+        provider,
+        clock,
+        consumer=socket.gethostname(),
+        retry_base_ms=settings.top_up_retry_base_ms,
+        retry_max_ms=settings.top_up_retry_max_ms,
+        lease_ms=settings.top_up_lease_ms,
     )
     return ServicePlan(
         [

@@ -52,10 +52,11 @@ from .model import (
 )
 from .partitions import grant_id_for
 from .payments import PaymentOutcome, PaymentProvider, PaymentResult
+from .settings import TOP_UP_LEASE_SECONDS, TOP_UP_RETRY_BASE_SECONDS, TOP_UP_RETRY_MAX_SECONDS
 
-RETRY_BASE_MS = 60_000  # the first retry after a failure; doubled per further failure
-RETRY_MAX_MS = 3_600_000
-LEASE_MS = 60_000  # an unfinished attempt goes to another worker after this
+RETRY_BASE_MS = TOP_UP_RETRY_BASE_SECONDS * 1000  # the first retry; doubled per failure
+RETRY_MAX_MS = TOP_UP_RETRY_MAX_SECONDS * 1000
+LEASE_MS = TOP_UP_LEASE_SECONDS * 1000  # an unfinished attempt goes to another worker then
 BATCH = 100
 INTERVAL_SECONDS = 1.0
 

@@ -7,6 +7,9 @@
 | `OBOL_IDEMPOTENCY_TTL_SECONDS` | `604800` | How long a hot-path request_id is remembered in Redis (it is kept in Postgres too). |
 | `OBOL_WALLET_BACKLOG_LIMIT` | `100000` | Unwritten ledger messages per partition past which spends are refused (RESOURCE_EXHAUSTED). |
 | `OBOL_HOLD_TTL_SECONDS` | `600` | Default hold TTL when Authorize sets none. |
+| `OBOL_TOP_UP_RETRY_BASE_SECONDS` | `60` | Wait before retrying a failed auto top-up; doubled after each further failure. |
+| `OBOL_TOP_UP_RETRY_MAX_SECONDS` | `3600` | The longest wait between auto top-up retries (at least the base). |
+| `OBOL_TOP_UP_LEASE_SECONDS` | `60` | An attempt a worker took and did not finish (it died) goes to another worker after this. |
 | `OBOL_PAYMENT_PROVIDER` | `sandbox` | Who charges auto top-ups. Only `sandbox` exists so far: deterministic, no real money (`pm_ok...` succeed, `pm_fail...` decline); the service logs a warning at start. |
 """
 
@@ -18,9 +21,14 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from obol_core.settings import env_choice, env_int
+from obol_core.settings import SettingsError, env_choice, env_int
 
 from .partitions import DEFAULT_PARTITIONS
+
+# Auto top-up timings (AutoTopUpWorker's defaults too).
+TOP_UP_RETRY_BASE_SECONDS = 60
+TOP_UP_RETRY_MAX_SECONDS = 3600
+TOP_UP_LEASE_SECONDS = 60
 
 
 class PaymentProviderKind(enum.Enum):
@@ -40,9 +48,31 @@ class WalletSettings:
     backlog_limit: int
     default_hold_ttl_ms: int
     payment_provider: PaymentProviderKind
+    top_up_retry_base_ms: int
+    top_up_retry_max_ms: int
+    top_up_lease_ms: int
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WalletSettings:
+        retry_base = env_int(
+            "OBOL_TOP_UP_RETRY_BASE_SECONDS",
+            TOP_UP_RETRY_BASE_SECONDS,
+            min_value=1,
+            max_value=86400,
+            environ=environ,
+        )
+        retry_max = env_int(
+            "OBOL_TOP_UP_RETRY_MAX_SECONDS",
+            TOP_UP_RETRY_MAX_SECONDS,
+            min_value=1,
+            max_value=7 * 86400,
+            environ=environ,
+        )
+        if retry_max < retry_base:
+            raise SettingsError(
+                f"OBOL_TOP_UP_RETRY_MAX_SECONDS ({retry_max}) must be at least "
+                f"OBOL_TOP_UP_RETRY_BASE_SECONDS ({retry_base})"
+            )
         return cls(
             backend=env_choice(
                 "OBOL_WALLET_BACKEND", BackendKind.REDIS, BackendKind, environ=environ
@@ -66,6 +96,16 @@ class WalletSettings:
                 "OBOL_PAYMENT_PROVIDER",
                 PaymentProviderKind.SANDBOX,
                 PaymentProviderKind,
+                environ=environ,
+            ),
+            top_up_retry_base_ms=retry_base * 1000,
+            top_up_retry_max_ms=retry_max * 1000,
+            top_up_lease_ms=1000
+            * env_int(
+                "OBOL_TOP_UP_LEASE_SECONDS",
+                TOP_UP_LEASE_SECONDS,
+                min_value=1,
+                max_value=86400,
                 environ=environ,
             ),
         )
