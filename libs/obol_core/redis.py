@@ -16,7 +16,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.connection import HiredisRespSerializer
-from redis.exceptions import RedisClusterException, ResponseError
+from redis.exceptions import NoScriptError, RedisClusterException, ResponseError
 from redis.typing import EncodableT, KeyT
 
 from .settings import env_bool
@@ -24,10 +24,12 @@ from .settings import env_bool
 __all__ = [
     "LuaScript",
     "RedisClient",
+    "ScriptCall",
     "check_redis",
     "create_redis",
     "is_cluster_url",
     "is_nogroup",
+    "run_scripts",
 ]
 
 RedisClient: TypeAlias = Redis | RedisCluster
@@ -218,3 +220,40 @@ class LuaScript:
     async def __call__(self, keys: Sequence[KeyT], args: Sequence[EncodableT] = ()) -> Any:
         """Run the script; the reply is as Redis returns it (ints, bytes, nested lists)."""
         return await self._script(keys=keys, args=args)
+
+
+ScriptCall: TypeAlias = tuple[LuaScript, Sequence[KeyT], Sequence[EncodableT]]
+
+
+async def run_scripts(client: RedisClient, calls: Sequence[ScriptCall]) -> list[Any]:
+    """The replies of many script calls, in order, in one round trip (a pipeline; on a
+    cluster, one per node, each call routed by its keys' slot).
+
+    Calls refused with NOSCRIPT (nothing ran) are retried once after loading their scripts;
+    any other error reply is raised (the calls that did run have run: the wallet's scripts
+    are idempotent by request id, so a caller may retry them all).
+    """
+    replies: list[Any] = [None] * len(calls)
+    todo = list(range(len(calls)))
+    for attempt in range(2):
+        if not todo:
+            break
+        async with client.pipeline(transaction=False) as pipe:
+            for i in todo:
+                script, keys, args = calls[i]
+                # As a plain command: redis-py refuses pipe.evalsha on a cluster pipeline,
+                # but routes EVALSHA by its keys' slot like any command.
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            answers = await pipe.execute(raise_on_error=False)
+        missing = []
+        for i, answer in zip(todo, answers, strict=True):
+            if isinstance(answer, NoScriptError) and attempt == 0:
+                missing.append(i)
+            elif isinstance(answer, Exception):
+                raise answer
+            else:
+                replies[i] = answer
+        for script in {calls[i][0] for i in missing}:
+            await script.load()
+        todo = missing
+    return replies

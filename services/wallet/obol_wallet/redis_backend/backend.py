@@ -18,11 +18,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from redis.exceptions import NoScriptError
 from redis.typing import EncodableT
 
 from obol_core.errors import ObolError
-from obol_core.redis import LuaScript, RedisClient
+from obol_core.redis import RedisClient, run_scripts
 
 from ..model import (
     AuthorizeRequest,
@@ -119,7 +118,7 @@ class RedisBackend:
         self._partitions = partitions
         self._retention_ms = idempotency_ttl_seconds * 1000
         self._sweep_start = 0
-        self._top_ups = RedisTopUps(client, self._scripts, self._calls, partitions, self._pipeline)
+        self._top_ups = RedisTopUps(client, self._scripts, self._calls, partitions)
 
     async def load_scripts(self) -> None:
         """Load every script now (startup), so that a broken script fails fast."""
@@ -130,44 +129,13 @@ class RedisBackend:
     async def _run(self, call: Call[ResultT]) -> ResultT:
         return _outcome(call, await call.script(call.keys, call.args))
 
-    async def _pipeline(
-        self, calls: Sequence[tuple[LuaScript, Sequence[bytes], Sequence[EncodableT]]]
-    ) -> list[Any]:
-        """Replies of many EVALSHA calls in one round trip. Calls refused with NOSCRIPT
-        (nothing ran) are retried once after loading their scripts; any other Redis error
-        is raised (the calls that did run are recorded for idempotent replay)."""
-        replies: list[Any] = [None] * len(calls)
-        todo = list(range(len(calls)))
-        if not todo:
-            return replies
-        for attempt in range(2):
-            async with self._client.pipeline(transaction=False) as pipe:
-                for i in todo:
-                    script, keys, args = calls[i]
-                    # As a plain command: redis-py refuses pipe.evalsha on a cluster
-                    # pipeline, but routes EVALSHA by its keys' slot like any command.
-                    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-                answers = await pipe.execute(raise_on_error=False)
-            missing = []
-            for i, answer in zip(todo, answers, strict=True):
-                if isinstance(answer, NoScriptError) and attempt == 0:
-                    missing.append(i)
-                elif isinstance(answer, Exception):
-                    raise answer
-                else:
-                    replies[i] = answer
-            if not missing:
-                break
-            for script in {calls[i][0] for i in missing}:
-                await script.load()
-            todo = missing
-        return replies
-
     async def _run_many(
         self, calls: Sequence[Call[ResultT] | ObolError]
     ) -> list[ResultT | ObolError]:
         runnable = [c for c in calls if isinstance(c, Call)]
-        replies = iter(await self._pipeline([(c.script, c.keys, c.args) for c in runnable]))
+        replies = iter(
+            await run_scripts(self._client, [(c.script, c.keys, c.args) for c in runnable])
+        )
         results: list[ResultT | ObolError] = []
         for call in calls:
             if isinstance(call, ObolError):
@@ -296,7 +264,8 @@ class RedisBackend:
                 pipe.zrangebyscore(due, "-inf", now_ms, start=0, num=limit)
             listed = await pipe.execute()
         wallet_ids = [w.decode() for members in listed for w in members][:limit]
-        replies = await self._pipeline(
+        replies = await run_scripts(
+            self._client,
             [
                 (
                     self._scripts.read,
@@ -304,7 +273,7 @@ class RedisBackend:
                     self._calls.read_args(wallet_id, now_ms, "sweep"),
                 )
                 for wallet_id in wallet_ids
-            ]
+            ],
         )
         return sum(1 for reply in replies if reply[0] == _OK)
 

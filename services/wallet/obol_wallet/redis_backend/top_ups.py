@@ -20,15 +20,14 @@ that round. What the lost streams held is `obol rebuild`'s business (docs/decisi
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import structlog
 from redis.exceptions import ResponseError
 from redis.typing import EncodableT
 
 from obol_core.ids import new_id
-from obol_core.redis import LuaScript, RedisClient, is_nogroup
+from obol_core.redis import LuaScript, RedisClient, is_nogroup, run_scripts
 
 from ..model import (
     TopUpAttempt,
@@ -53,9 +52,6 @@ redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 return redis.call('XDEL', KEYS[1], ARGV[2])
 """
 
-Pipeline = Callable[
-    [Sequence[tuple[LuaScript, Sequence[bytes], Sequence[EncodableT]]]], Awaitable[list[Any]]
-]
 Message = tuple[bytes, dict[bytes, bytes]]
 
 _log = structlog.get_logger("obol.wallet.auto_top_up")
@@ -95,13 +91,11 @@ class RedisTopUps:
         scripts: Scripts,
         calls: CallBuilder,
         partitions: int,
-        pipeline: Pipeline,
     ) -> None:
         self._client = client
         self._scripts = scripts
         self._calls = calls
         self._partitions = partitions
-        self._pipeline = pipeline
         self._done_script = LuaScript(client, _DONE_SOURCE)
         self._grouped = False
         self._next_claim = 0.0
@@ -167,11 +161,12 @@ class RedisTopUps:
                 pipe.zrangebyscore(due, "-inf", now_ms, start=0, num=limit)
             listed = await pipe.execute()
         wallet_ids = [w.decode() for members in listed for w in members][:limit]
-        replies = await self._pipeline(
+        replies = await run_scripts(
+            self._client,
             [
                 (self._scripts.top_up_due, self._keys(w), [w, now_ms, new_id("txn")])
                 for w in wallet_ids
-            ]
+            ],
         )
         return sum(1 for reply in replies if reply[0] == b"ok" and reply[1] == b"1")
 

@@ -4,7 +4,8 @@ COMMIT.
 Each partition `p` has a stream `{pN}:ledger` read through the consumer group
 `writebehind`. A read batch of one partition is written in one Postgres transaction (under
 the partition's advisory lock, see apply.py); after COMMIT its ids are XACKed and XDELed in
-one Lua call, so XLEN is the partition's backlog. A write that fails leaves its messages
+one Lua call (every partition's call of a round in one pipeline), so XLEN is the
+partition's backlog. A write that fails leaves its messages
 pending: the partition then re-reads its own pending messages (id `0`) before anything new,
 so per-wallet order holds and a batch is retried until it goes through. Messages left
 pending by a dead consumer are taken over with XAUTOCLAIM once idle for `claim_idle_ms`,
@@ -46,7 +47,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 from redis.typing import KeyT, StreamIdT
 
-from obol_core.redis import LuaScript, RedisClient, is_nogroup
+from obol_core.redis import LuaScript, RedisClient, ScriptCall, is_nogroup, run_scripts
 
 from ..redis_backend.codec import STREAM_GROUP, decode_message, ledger_stream
 from .apply import apply_messages
@@ -342,7 +343,7 @@ class WriteBehind:
         decoded = [decode_message(fields) for _, fields in messages]
         async with self._pool.acquire() as conn, conn.transaction():
             inserted = await apply_messages(conn, [partition], decoded)
-        await self._ack(partition, [message_id for message_id, _ in messages])
+        await self._ack({partition: messages})
         _written.add(inserted, {"partition": str(partition)})
         return len(messages)
 
@@ -353,16 +354,20 @@ class WriteBehind:
         async with self._pool.acquire() as conn, conn.transaction():
             inserted = await apply_messages(conn, batches.keys(), decoded)
         # Acknowledged only after the commit; a crash in between replays harmlessly.
-        await asyncio.gather(
-            *(self._ack(p, [message_id for message_id, _ in m]) for p, m in batches.items())
-        )
+        await self._ack(batches)
         _written.add(inserted, {"partition": "all"})
         return sum(len(messages) for messages in batches.values())
 
-    async def _ack(self, partition: int, ids: list[bytes]) -> None:
-        key = ledger_stream(partition)
-        for start in range(0, len(ids), _ACK_CHUNK):
-            await self._ack_script([key], [STREAM_GROUP, *ids[start : start + _ACK_CHUNK]])
+    async def _ack(self, batches: Mapping[int, list[Message]]) -> None:
+        """XACK and XDEL every written message: all partitions in one round trip."""
+        calls: list[ScriptCall] = []
+        for partition, messages in batches.items():
+            key = ledger_stream(partition)
+            ids = [message_id for message_id, _ in messages]
+            for start in range(0, len(ids), _ACK_CHUNK):
+                chunk = ids[start : start + _ACK_CHUNK]
+                calls.append((self._ack_script, [key], [STREAM_GROUP, *chunk]))
+        await run_scripts(self._redis, calls)
 
 
 def _text(value: bytes | str) -> str:
