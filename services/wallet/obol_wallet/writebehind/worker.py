@@ -270,28 +270,34 @@ class WriteBehind:
         return lags
 
     async def _claim(self) -> None:
-        for key, partition in self._keys.items():
-            start: bytes | str = "0-0"
-            while True:
-                reply = await self._redis.xautoclaim(
-                    key,
-                    STREAM_GROUP,
-                    self._consumer,
-                    min_idle_time=self._claim_idle_ms,
-                    start_id=start,
-                    count=self._batch,
-                )
+        """Take over messages another consumer left pending for `claim_idle_ms`: every
+        partition's XAUTOCLAIM in one pipeline, again for those with more to scan."""
+        starts: dict[str, bytes | str] = dict.fromkeys(self._keys, "0-0")
+        while starts:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key, start in starts.items():
+                    pipe.xautoclaim(
+                        key,
+                        STREAM_GROUP,
+                        self._consumer,
+                        min_idle_time=self._claim_idle_ms,
+                        start_id=start,
+                        count=self._batch,
+                    )
+                replies: list[Any] = await pipe.execute()
+            scanning: dict[str, bytes | str] = {}
+            for key, reply in zip(starts, replies, strict=True):
                 if reply[1]:
-                    self._retry.add(partition)
+                    self._retry.add(self._keys[key])
                     _log.warning(
                         "took over idle pending messages",
-                        partition=partition,
+                        partition=self._keys[key],
                         messages=len(reply[1]),
                         consumer=self._consumer,
                     )
-                start = reply[0]
-                if start in (b"0-0", "0-0"):
-                    break
+                if reply[0] not in (b"0-0", "0-0"):
+                    scanning[key] = reply[0]
+            starts = scanning
 
     async def _read(self, block: bool) -> dict[int, list[Message]]:
         streams = {key: "0" if p in self._retry else ">" for key, p in self._keys.items()}
