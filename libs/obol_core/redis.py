@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar, cast
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterPipeline, RedisCluster
@@ -113,6 +113,12 @@ class _WaitingRedisCluster(RedisCluster):
     def __init__(self, *, max_connections: int = 100, **kwargs: Any) -> None:
         super().__init__(max_connections=max_connections, **kwargs)
         self._obol_gate = asyncio.Semaphore(max_connections)
+        # Pack with hiredis as the single-node client does: the nodes made so far, and
+        # those discovered later (made from this same connection_kwargs dict).
+        packing = _packing_with_hiredis(self.connection_kwargs["connection_class"])
+        self.connection_kwargs["connection_class"] = packing
+        for node in self.startup_nodes:
+            node.connection_class = packing
 
     @asynccontextmanager
     async def gated(self) -> AsyncIterator[None]:
@@ -167,18 +173,17 @@ class _HiredisPacking(AbstractConnection):
 
 
 _PACKING_CLASSES: dict[type[AbstractConnection], type[AbstractConnection]] = {}
+_ConnectionT = TypeVar("_ConnectionT", bound=AbstractConnection)
 
 
-def _packing_with_hiredis(
-    connection_class: type[AbstractConnection],
-) -> type[AbstractConnection]:
+def _packing_with_hiredis(connection_class: type[_ConnectionT]) -> type[_ConnectionT]:
     """`connection_class` (TCP, TLS or Unix socket, as the URL chose) packing with hiredis."""
     packing = _PACKING_CLASSES.get(connection_class)
     if packing is None:
         name = f"HiredisPacking{connection_class.__name__}"
         packing = type(name, (_HiredisPacking, connection_class), {})
         _PACKING_CLASSES[connection_class] = packing
-    return packing
+    return cast(type[_ConnectionT], packing)
 
 
 async def check_redis(client: RedisClient, *, timeout_seconds: float = 2.0) -> None:

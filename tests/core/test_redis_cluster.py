@@ -78,6 +78,19 @@ async def test_commands_are_routed_to_the_master_of_their_slot(
             await direct.aclose()
 
 
+async def test_every_node_packs_commands_with_hiredis(
+    client: RedisClient, redis_cluster: EmbeddedRedisCluster
+) -> None:
+    assert isinstance(client, RedisCluster)
+    suffix = uuid.uuid4().hex
+    for tag in _tags_on_every_master(redis_cluster):  # connects to every master
+        await client.set(f"{tag}:packed:{suffix}", "\u20ac")
+        assert await client.get(f"{tag}:packed:{suffix}") == "\u20ac".encode()
+    nodes = client.get_nodes()
+    assert len(nodes) == len(redis_cluster.nodes)
+    assert {node.connection_class.__name__ for node in nodes} == {"HiredisPackingConnection"}
+
+
 async def test_script_survives_script_flush_on_every_master(
     client: RedisClient, redis_cluster: EmbeddedRedisCluster
 ) -> None:
