@@ -98,7 +98,7 @@ async def test_cluster_selection(monkeypatch: pytest.MonkeyPatch) -> None:
     ):
         client = create_redis(url, cluster=cluster)
         assert isinstance(client, RedisCluster)
-        tls = client.connection_kwargs["connection_class"] is SSLConnection
+        tls = issubclass(client.connection_kwargs["connection_class"], SSLConnection)
         assert tls is url.startswith("rediss")
         await client.aclose()
     await plain.aclose()
