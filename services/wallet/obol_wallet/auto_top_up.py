@@ -33,6 +33,7 @@ import asyncpg
 import structlog
 from opentelemetry import metrics
 
+from obol_core.cancellation import raise_if_cancelling
 from obol_core.ids import new_id, new_ulid
 
 from . import top_up_store
@@ -117,6 +118,7 @@ class AutoTopUpWorker:
             try:
                 handled = await self.run_once()
             except Exception:
+                raise_if_cancelling()
                 _log.exception("auto top-up round failed")
                 handled = 0
             if handled < self._batch:

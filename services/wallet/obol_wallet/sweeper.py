@@ -11,6 +11,8 @@ import asyncio
 
 import structlog
 
+from obol_core.cancellation import raise_if_cancelling
+
 from .backend import WalletBackend
 from .clock import Clock
 
@@ -25,6 +27,7 @@ async def run_sweeper(backend: WalletBackend, clock: Clock) -> None:
         try:
             swept = await backend.sweep(clock.now_ms(), SWEEP_BATCH)
         except Exception:  # a failed sweep is retried on the next tick; never fatal
+            raise_if_cancelling()
             _log.exception("sweep failed")
             swept = 0
         if swept < SWEEP_BATCH:

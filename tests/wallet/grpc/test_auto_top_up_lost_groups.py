@@ -60,7 +60,7 @@ async def test_a_running_worker_recreates_its_groups_when_redis_lost_its_data(
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                await asyncio.wait_for(task, 10)  # the worker honours its cancellation
 
     assert [c.idempotency_key for c in api.payments.succeeded] == [before, after]
     assert api.payments.calls == 2

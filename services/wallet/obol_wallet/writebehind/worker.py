@@ -47,6 +47,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 from redis.typing import KeyT, StreamIdT
 
+from obol_core.cancellation import raise_if_cancelling
 from obol_core.redis import LuaScript, RedisClient, ScriptCall, is_nogroup, run_scripts
 
 from ..redis_backend.codec import STREAM_GROUP, decode_message, ledger_stream
@@ -145,6 +146,7 @@ class WriteBehind:
             try:
                 result = await self.step()
             except Exception:
+                raise_if_cancelling()
                 _log.exception("write-behind step failed", consumer=self._consumer)
                 result = None
             if result is not None and not result.failures:
