@@ -10,6 +10,8 @@
 -- Guarantees: a hold resolves once; up to its reservation a capture always fits; beyond it
 -- only with allow overcapture, from the free balance (available excluding this hold), and
 -- not on a frozen wallet; available >= 0 and overdraft used >= -limit after it.
+need_grants()
+need_holds()
 local K_IDEM, K_HOLD = KEYS[10], KEYS[11]
 local RID, HASH, TTL_S = ARGV[4], ARGV[5], ARGV[6]
 local HOLD_ID, AMOUNT, ALLOW_OVER, MEMO = ARGV[7], tonumber(ARGV[8]), ARGV[9] == '1', ARGV[10]

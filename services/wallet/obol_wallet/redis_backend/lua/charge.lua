@@ -3,6 +3,7 @@
 -- ARGV[4] request id, [5] request hash, [6] idempotency TTL (s), [7] backlog limit,
 -- [8] amount, [9] memo (JSON), [10] cost currency ('': none), [11] cost amount.
 -- Guarantees: available >= amount before (so >= 0 after); a frozen wallet is refused.
+need_grants()
 local K_IDEM = KEYS[10]
 local RID, HASH, TTL_S = ARGV[4], ARGV[5], ARGV[6]
 local AMOUNT, MEMO = tonumber(ARGV[8]), ARGV[9]

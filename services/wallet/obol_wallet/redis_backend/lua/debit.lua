@@ -12,6 +12,8 @@
 -- chunk is charged min(amount, reservation + free balance) and available never drops
 -- below zero (nor overdraft used below -limit) because of it.
 -- Reply result: charged, shortfall, the hold's remaining reservation, debited and expiry.
+need_grants()
+need_holds()
 local K_IDEM, K_HOLD = KEYS[10], KEYS[11]
 local RID, HASH, TTL_S = ARGV[4], ARGV[5], ARGV[6]
 local HOLD_ID, AMOUNT, MEMO = ARGV[7], tonumber(ARGV[8]), ARGV[9]

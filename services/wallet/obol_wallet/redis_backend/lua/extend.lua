@@ -6,6 +6,7 @@
 -- becomes now + TTL, never earlier than it was. An increase is a new reservation: refused
 -- on a frozen wallet and unless available covers it (then available >= 0 after it); it
 -- is recorded by a HOLD entry (no lines). A plain extension moves no money: no entry.
+need_holds()
 local K_IDEM, K_HOLD = KEYS[10], KEYS[11]
 local RID, HASH, TTL_S = ARGV[4], ARGV[5], ARGV[6]
 local HOLD_ID, HOLD_TTL, INCREASE, MEMO = ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]

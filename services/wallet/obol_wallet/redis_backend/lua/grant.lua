@@ -9,6 +9,8 @@
 -- grant -> overdraft. A future grant waits in gp and does so when it activates.
 -- Guarantees: active + pending + overdraft limit stays <= 2^53 - 1 (AMOUNT_OUT_OF_RANGE),
 -- so every total and available is exact.
+need_grants()
+need_top_up()
 local K_IDEM = KEYS[10]
 local RID, HASH, TTL_S = ARGV[4], ARGV[5], ARGV[6]
 local GRANT_ID, KIND, AMOUNT = ARGV[8], ARGV[9], tonumber(ARGV[10])

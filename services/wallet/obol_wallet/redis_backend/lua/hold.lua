@@ -3,6 +3,7 @@
 -- Reply: {'ok', state, authorized, debited, captured, expires, created, ttl}. An open
 -- hold is read from ho; a closed one from {p}:h:<hold>, where 'open' means settle()
 -- expired it.
+need_holds()
 local K_HOLD, HOLD_ID = KEYS[10], ARGV[4]
 
 if not W then

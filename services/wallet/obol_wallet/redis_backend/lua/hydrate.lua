@@ -12,6 +12,7 @@
 -- top_up_rule.lua.
 -- Nothing is settled here: the next call settles time with its own clock.
 -- Reply {'ok', '1' loaded | '0' already hydrated}.
+need_grants()
 if W then
   return {'ok', '0'}
 end

@@ -5,6 +5,7 @@
 -- [9] memo (JSON).
 -- Guarantees: only purchased grants; amount <= remaining; an active grant's refund must
 -- also fit in available (funds reserved by open holds are not refunded).
+need_grants()
 local K_IDEM = KEYS[10]
 local RID, HASH, TTL_S = ARGV[4], ARGV[5], ARGV[6]
 local GRANT_ID, AMOUNT, MEMO = ARGV[7], tonumber(ARGV[8]), ARGV[9]

@@ -5,6 +5,7 @@
 -- '1'; '': unchanged), [8] overdraft limit ('': unchanged).
 -- Guarantees: a lower limit must still cover what is used and reserved (available stays
 -- >= 0, INSUFFICIENT_FUNDS otherwise); a higher one keeps totals <= 2^53 - 1.
+need_grants()
 local K_IDEM = KEYS[10]
 local RID, HASH, TTL_S = ARGV[4], ARGV[5], ARGV[6]
 local FROZEN, LIMIT = ARGV[7], ARGV[8]

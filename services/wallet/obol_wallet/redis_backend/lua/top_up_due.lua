@@ -4,6 +4,7 @@
 -- top_up.lua). ARGV[3] the entry id of the attempt's ledger entry: an ADJUSTMENT without
 -- lines (like a settings change) whose seq names the attempt.
 -- Reply {'ok', '1' started / '0' not}.
+need_top_up()
 if not W then
   redis.call('ZREM', K_TU_DUE, WALLET_ID) -- nothing to do until it is hydrated again
   return NOT_HYDRATED

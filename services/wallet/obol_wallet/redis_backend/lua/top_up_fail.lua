@@ -8,6 +8,7 @@
 -- starts before then, and the worker looks at the wallet at that time.
 -- Reply {'ok', '1' recorded / '0' repeat, failures, next attempt ms, enabled '1'/'0',
 -- disabled reason, rule version}: the rule's status either way.
+need_top_up()
 local ATTEMPT, INVALID = ARGV[4], ARGV[5] == '1'
 local BASE_MS, MAX_MS, ERROR = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
 

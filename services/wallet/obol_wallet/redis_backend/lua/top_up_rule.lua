@@ -6,6 +6,7 @@
 -- Applied only when newer than the mirrored version, so a late or repeated mirror never
 -- undoes a newer one. The attempt in flight (tu_pend) is left alone: it completes.
 -- Reply {'ok', '1' applied / '0' not newer}.
+need_top_up()
 local VERSION, EXISTS, ENABLED, WHY = tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7]
 local NEXT = tonumber(ARGV[14])
 

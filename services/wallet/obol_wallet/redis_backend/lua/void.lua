@@ -2,6 +2,7 @@
 -- KEYS[10] idempotency record, KEYS[11] the hold's record {p}:h:<hold>.
 -- ARGV[4] request id, [5] request hash, [6] idempotency TTL (s), [7] hold id, [8] memo.
 -- Guarantees: a hold resolves once; allowed on a frozen wallet (it only frees funds).
+need_holds()
 local K_IDEM, K_HOLD = KEYS[10], KEYS[11]
 local RID, HASH, TTL_S = ARGV[4], ARGV[5], ARGV[6]
 local HOLD_ID, MEMO = ARGV[7], ARGV[8]
