@@ -10,11 +10,13 @@ __all__ = ["raise_if_cancelling"]
 def raise_if_cancelling() -> None:
     """Raise CancelledError if the current task has been asked to stop.
 
-    For `except Exception` handlers of long-running loops (workers, sweepers): when a
-    cancellation races an inner timeout (asyncio.timeout, redis-py's socket and pool
-    timeouts), the timeout may surface as TimeoutError while the task's cancellation is
-    still pending (`Task.cancelling()`, see python/cpython#134471). A loop that logged it
-    and went round again would outlive its shutdown; this ends it instead.
+    For long-running loops (workers, sweepers) that survive their own failures: call it at
+    the top of each round and in their `except Exception` handler. When a cancellation
+    races an inner timeout (asyncio.timeout, redis-py's socket and pool timeouts), it may
+    surface as TimeoutError, which a handler inside the round can log and swallow, while
+    the task's cancellation is still pending (`Task.cancelling()`, see
+    python/cpython#134471). A loop that went round again would outlive its shutdown; this
+    ends it instead.
     """
     try:
         task = asyncio.current_task()

@@ -115,6 +115,7 @@ class AutoTopUpWorker:
     async def run(self) -> None:
         """Work until cancelled; a failed round is logged and the next one tries again."""
         while True:
+            raise_if_cancelling()  # also when a handler inside the round swallowed it
             try:
                 handled = await self.run_once()
             except Exception:

@@ -24,6 +24,7 @@ SWEEP_BATCH = 500
 
 async def run_sweeper(backend: WalletBackend, clock: Clock) -> None:
     while True:
+        raise_if_cancelling()  # also when a handler inside the sweep swallowed it
         try:
             swept = await backend.sweep(clock.now_ms(), SWEEP_BATCH)
         except Exception:  # a failed sweep is retried on the next tick; never fatal

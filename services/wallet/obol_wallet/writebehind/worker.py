@@ -142,6 +142,7 @@ class WriteBehind:
         await self.setup()
         backoff = 0.0
         while not stop.is_set():
+            raise_if_cancelling()  # also when a handler inside the round swallowed it
             started = time.monotonic()
             try:
                 result = await self.step()
