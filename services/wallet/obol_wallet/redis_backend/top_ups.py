@@ -19,12 +19,15 @@ that round. What the lost streams held is `obol rebuild`'s business (docs/decisi
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import structlog
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
-from redis.typing import EncodableT
+from redis.typing import EncodableT, KeyT, StreamIdT
 
 from obol_core.ids import new_id
 from obol_core.redis import LuaScript, RedisClient, is_nogroup, run_scripts
@@ -105,6 +108,10 @@ class RedisTopUps:
 
     def _streams(self) -> list[str]:
         return [WalletKeys(p, "").topups for p in range(self._partitions)]
+
+    @functools.cached_property
+    def _partition_of(self) -> dict[bytes, int]:
+        return {key.encode(): p for p, key in enumerate(self._streams())}
 
     async def mirror(self, rule: TopUpRule) -> None:
         """Make the wallet's hash follow the stored rule (if this version is newer)."""
@@ -210,14 +217,27 @@ class RedisTopUps:
             self._next_claim = time.monotonic() + lease_ms / 2000
         work: list[TopUpAttempt | WalletEvent] = []
         for start in ("0", ">"):  # own pending (unfinished) messages first
+            for stream, messages in await self._read(streams, consumer, start, limit):
+                work += [_work(self._partition_of[stream], m) for m in messages if m[1]]
+        return work
+
+    async def _read(
+        self, streams: Sequence[str], consumer: str, start: str, limit: int
+    ) -> list[tuple[bytes, list[Message]]]:
+        """[(stream key, messages)] of one XREADGROUP pass over every partition's stream.
+        On a single node, one command names them all (the worker's loop runs every second
+        on the service's event loop: one command, not one per partition); on a cluster,
+        where a command names keys of one slot, one per stream, in one pipeline."""
+        replies: list[Any]
+        if not isinstance(self._client, RedisCluster):
+            wanted: dict[KeyT, StreamIdT] = dict.fromkeys(streams, start)
+            replies = [await self._client.xreadgroup(TOP_UP_GROUP, consumer, wanted, count=limit)]
+        else:
             async with self._client.pipeline(transaction=False) as pipe:
                 for key in streams:
                     pipe.xreadgroup(TOP_UP_GROUP, consumer, {key: start}, count=limit)
                 replies = await pipe.execute()
-            for partition, reply in enumerate(replies):
-                for _, messages in reply or []:
-                    work += [_work(partition, m) for m in messages if m[1]]
-        return work
+        return [(stream, messages) for reply in replies for stream, messages in reply or []]
 
     async def done(self, token: str) -> None:
         """The worker finished this message: acknowledge and delete it."""
