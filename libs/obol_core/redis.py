@@ -7,7 +7,7 @@ are converted explicitly, never guessed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import Any, TypeAlias, TypeVar, cast
@@ -17,7 +17,7 @@ from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.connection import HiredisRespSerializer
 from redis.exceptions import NoScriptError, RedisClusterException, ResponseError
-from redis.typing import EncodableT, KeyT
+from redis.typing import EncodableT, KeyT, StreamIdT
 
 from .settings import env_bool
 
@@ -25,10 +25,12 @@ __all__ = [
     "LuaScript",
     "RedisClient",
     "ScriptCall",
+    "StreamMessage",
     "check_redis",
     "create_redis",
     "is_cluster_url",
     "is_nogroup",
+    "read_group",
     "run_scripts",
 ]
 
@@ -262,3 +264,33 @@ async def run_scripts(client: RedisClient, calls: Sequence[ScriptCall]) -> list[
             await script.load()
         todo = missing
     return replies
+
+
+StreamMessage: TypeAlias = tuple[bytes, dict[bytes, bytes]]
+
+
+async def read_group(
+    client: RedisClient,
+    group: str,
+    consumer: str,
+    streams: Mapping[str, str],
+    *,
+    count: int,
+    block_ms: int | None = None,
+) -> list[tuple[bytes, list[StreamMessage]]]:
+    """XREADGROUP over several streams: [(stream key, messages)] of those that answered.
+
+    On a single node one command names them all (blocking up to `block_ms` when given). On
+    a cluster, where a command names keys of one slot, each stream gets its own, all in
+    one pipeline (one round trip per node), never blocking: the caller waits instead.
+    """
+    replies: list[Any]
+    if isinstance(client, RedisCluster):
+        async with client.pipeline(transaction=False) as pipe:
+            for key, ident in streams.items():
+                pipe.xreadgroup(group, consumer, {key: ident}, count=count)
+            replies = await pipe.execute()
+    else:
+        wanted: dict[KeyT, StreamIdT] = {key: ident for key, ident in streams.items()}
+        replies = [await client.xreadgroup(group, consumer, wanted, count=count, block=block_ms)]
+    return [(key, list(messages)) for reply in replies for key, messages in reply or []]

@@ -218,14 +218,18 @@ def attempt_seq(attempt_id: str) -> int:
     return int(attempt_id.rpartition(":")[2])
 
 
-async def insert_attempt(conn: Queryable, attempt: TopUpAttempt) -> None:
-    """Record an attempt as pending (a repeat is ignored). Two pending attempts of one
-    wallet violate auto_topup_attempts_one_pending: exactly one at a time."""
-    await conn.execute(
+async def insert_attempt(conn: Queryable, attempt: TopUpAttempt) -> bool:
+    """Record an attempt as pending unless a rebuild fenced its wallet at or above its seq
+    (migration 0006); a repeat is ignored. True if this inserted it. Two pending attempts of
+    one wallet violate auto_topup_attempts_one_pending: exactly one at a time."""
+    inserted: bool | None = await conn.fetchval(
         """INSERT INTO auto_topup_attempts (attempt_id, wallet_id, seq, amount,
                payment_method_id, state, created_ms)
-           VALUES ($1, $2, $3, $4, $5, 'pending', $6)
-           ON CONFLICT (attempt_id) DO NOTHING""",
+           SELECT $1, $2, $3, $4, $5, 'pending', $6
+           WHERE NOT EXISTS (SELECT 1 FROM auto_topup_fences f
+                             WHERE f.wallet_id = $2 AND f.seq >= $3)
+           ON CONFLICT (attempt_id) DO NOTHING
+           RETURNING true""",
         attempt.attempt_id,
         attempt.wallet_id,
         attempt_seq(attempt.attempt_id),
@@ -233,6 +237,7 @@ async def insert_attempt(conn: Queryable, attempt: TopUpAttempt) -> None:
         attempt.payment_method_id,
         attempt.created_ms,
     )
+    return bool(inserted)
 
 
 def _attempts_lock_key(wallet_id: str) -> int:
@@ -256,22 +261,7 @@ async def record_attempt(pool: asyncpg.Pool[asyncpg.Record], attempt: TopUpAttem
     auto_topup_attempts_one_pending (UniqueViolation): exactly one at a time."""
     async with pool.acquire() as conn, conn.transaction():
         await _lock_attempts(conn, attempt.wallet_id)
-        inserted = await conn.fetchval(
-            """INSERT INTO auto_topup_attempts (attempt_id, wallet_id, seq, amount,
-                   payment_method_id, state, created_ms)
-               SELECT $1, $2, $3, $4, $5, 'pending', $6
-               WHERE NOT EXISTS (SELECT 1 FROM auto_topup_fences f
-                                 WHERE f.wallet_id = $2 AND f.seq >= $3)
-               ON CONFLICT (attempt_id) DO NOTHING
-               RETURNING true""",
-            attempt.attempt_id,
-            attempt.wallet_id,
-            attempt_seq(attempt.attempt_id),
-            attempt.amount,
-            attempt.payment_method_id,
-            attempt.created_ms,
-        )
-        if inserted:
+        if await insert_attempt(conn, attempt):
             return True
         return bool(
             await conn.fetchval(

@@ -22,15 +22,20 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import structlog
-from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
-from redis.typing import EncodableT, KeyT, StreamIdT
+from redis.typing import EncodableT
 
 from obol_core.ids import new_id
-from obol_core.redis import LuaScript, RedisClient, is_nogroup, run_scripts
+from obol_core.redis import (
+    LuaScript,
+    RedisClient,
+    StreamMessage,
+    is_nogroup,
+    read_group,
+    run_scripts,
+)
 
 from ..model import (
     TopUpAttempt,
@@ -55,12 +60,11 @@ redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 return redis.call('XDEL', KEYS[1], ARGV[2])
 """
 
-Message = tuple[bytes, dict[bytes, bytes]]
 
 _log = structlog.get_logger("obol.wallet.auto_top_up")
 
 
-def _work(partition: int, message: Message) -> TopUpAttempt | WalletEvent:
+def _work(partition: int, message: StreamMessage) -> TopUpAttempt | WalletEvent:
     """One `{pN}:topups` message (see lua/top_up.lua) as what the worker does with it."""
     message_id, raw = message
     fields = {key.decode(): value.decode() for key, value in raw.items()}
@@ -217,27 +221,11 @@ class RedisTopUps:
             self._next_claim = time.monotonic() + lease_ms / 2000
         work: list[TopUpAttempt | WalletEvent] = []
         for start in ("0", ">"):  # own pending (unfinished) messages first
-            for stream, messages in await self._read(streams, consumer, start, limit):
+            wanted = dict.fromkeys(streams, start)
+            replies = await read_group(self._client, TOP_UP_GROUP, consumer, wanted, count=limit)
+            for stream, messages in replies:
                 work += [_work(self._partition_of[stream], m) for m in messages if m[1]]
         return work
-
-    async def _read(
-        self, streams: Sequence[str], consumer: str, start: str, limit: int
-    ) -> list[tuple[bytes, list[Message]]]:
-        """[(stream key, messages)] of one XREADGROUP pass over every partition's stream.
-        On a single node, one command names them all (the worker's loop runs every second
-        on the service's event loop: one command, not one per partition); on a cluster,
-        where a command names keys of one slot, one per stream, in one pipeline."""
-        replies: list[Any]
-        if not isinstance(self._client, RedisCluster):
-            wanted: dict[KeyT, StreamIdT] = dict.fromkeys(streams, start)
-            replies = [await self._client.xreadgroup(TOP_UP_GROUP, consumer, wanted, count=limit)]
-        else:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for key in streams:
-                    pipe.xreadgroup(TOP_UP_GROUP, consumer, {key: start}, count=limit)
-                replies = await pipe.execute()
-        return [(stream, messages) for reply in replies for stream, messages in reply or []]
 
     async def done(self, token: str) -> None:
         """The worker finished this message: acknowledge and delete it."""

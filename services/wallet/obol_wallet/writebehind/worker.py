@@ -45,10 +45,17 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
-from redis.typing import KeyT, StreamIdT
 
 from obol_core.cancellation import raise_if_cancelling
-from obol_core.redis import LuaScript, RedisClient, ScriptCall, is_nogroup, run_scripts
+from obol_core.redis import (
+    LuaScript,
+    RedisClient,
+    ScriptCall,
+    StreamMessage,
+    is_nogroup,
+    read_group,
+    run_scripts,
+)
 
 from ..redis_backend.codec import STREAM_GROUP, decode_message, ledger_stream
 from .apply import apply_messages
@@ -64,8 +71,6 @@ return redis.call('XDEL', KEYS[1], unpack(ARGV, 2))
 """
 
 _log = structlog.get_logger("obol.writebehind")
-
-Message = tuple[bytes, dict[bytes, bytes]]
 
 
 @dataclass(frozen=True)
@@ -215,7 +220,7 @@ class WriteBehind:
                     error=f"{type(err).__name__}: {err}",
                 )
 
-        async def write(partition: int, messages: list[Message]) -> int:
+        async def write(partition: int, messages: list[StreamMessage]) -> int:
             # Partitions are independent (each its own transaction and advisory lock), so
             # they are written side by side on separate pool connections.
             try:
@@ -302,53 +307,34 @@ class WriteBehind:
                     scanning[key] = reply[0]
             starts = scanning
 
-    async def _read(self, block: bool) -> dict[int, list[Message]]:
+    async def _read(self, block: bool) -> dict[int, list[StreamMessage]]:
         streams = {key: "0" if p in self._retry else ">" for key, p in self._keys.items()}
-        if isinstance(self._redis, RedisCluster):
-            try:
-                batches = await self._xreadgroup_each(streams)
-            except Exception:
-                self._retry.update(self._keys.values())  # see the single-node branch
-                raise
-            if block and not any(batches.values()):
-                await asyncio.sleep(self._block_ms / 1000)
-        else:
-            blocking = block and not self._retry
-            try:
-                batches = await self._xreadgroup(streams, self._block_ms if blocking else None)
-            except Exception:
-                # A read that failed midway (e.g. a client timeout) may still have delivered
-                # messages to this consumer: re-read its pending messages first next time,
-                # or their successors would meet a gap in the chain.
-                self._retry.update(self._keys.values())
-                raise
+        cluster = isinstance(self._redis, RedisCluster)
+        blocking = block and not self._retry and not cluster
+        try:
+            replies = await read_group(
+                self._redis,
+                STREAM_GROUP,
+                self._consumer,
+                streams,
+                count=self._batch,
+                block_ms=self._block_ms if blocking else None,
+            )
+        except Exception:
+            # A read that failed midway (e.g. a client timeout) may still have delivered
+            # messages to this consumer: re-read its pending messages first next time,
+            # or their successors would meet a gap in the chain.
+            self._retry.update(self._keys.values())
+            raise
+        batches = {self._keys[_text(key)]: messages for key, messages in replies}
+        if block and cluster and not any(batches.values()):
+            await asyncio.sleep(self._block_ms / 1000)  # a cluster read never blocks
         for partition in list(self._retry):
             if not batches.get(partition):
                 self._retry.discard(partition)  # its pending messages are all written
         return {p: m for p, m in batches.items() if m}
 
-    async def _xreadgroup(
-        self, streams: Mapping[str, str], block_ms: int | None
-    ) -> dict[int, list[Message]]:
-        wanted: dict[KeyT, StreamIdT] = {key: ident for key, ident in streams.items()}
-        reply: Any = await self._redis.xreadgroup(
-            STREAM_GROUP, self._consumer, wanted, count=self._batch, block=block_ms
-        )
-        return {self._keys[_text(key)]: list(messages) for key, messages in reply or []}
-
-    async def _xreadgroup_each(self, streams: Mapping[str, str]) -> dict[int, list[Message]]:
-        """Redis Cluster: one XREADGROUP per stream, all in one pipeline."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for key, ident in streams.items():
-                pipe.xreadgroup(STREAM_GROUP, self._consumer, {key: ident}, count=self._batch)
-            replies: list[Any] = await pipe.execute()
-        return {
-            self._keys[_text(key)]: list(messages)
-            for reply in replies
-            for key, messages in reply or []
-        }
-
-    async def _write(self, partition: int, messages: list[Message]) -> int:
+    async def _write(self, partition: int, messages: list[StreamMessage]) -> int:
         decoded = [decode_message(fields) for _, fields in messages]
         async with self._pool.acquire() as conn, conn.transaction():
             inserted = await apply_messages(conn, [partition], decoded)
@@ -356,7 +342,7 @@ class WriteBehind:
         _written.add(inserted, {"partition": str(partition)})
         return len(messages)
 
-    async def _write_together(self, batches: Mapping[int, list[Message]]) -> int:
+    async def _write_together(self, batches: Mapping[int, list[StreamMessage]]) -> int:
         decoded = [
             decode_message(fields) for messages in batches.values() for _, fields in messages
         ]
@@ -367,7 +353,7 @@ class WriteBehind:
         _written.add(inserted, {"partition": "all"})
         return sum(len(messages) for messages in batches.values())
 
-    async def _ack(self, batches: Mapping[int, list[Message]]) -> None:
+    async def _ack(self, batches: Mapping[int, list[StreamMessage]]) -> None:
         """XACK and XDEL every written message: all partitions in one round trip."""
         calls: list[ScriptCall] = []
         for partition, messages in batches.items():
