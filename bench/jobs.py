@@ -66,8 +66,10 @@ class BatchJob:
 
 @dataclass(frozen=True)
 class OpenLoopJob:
-    """Open loop: Authorize number i is sent at `start_at + offset + i / rate`, whatever
-    the earlier ones are doing; latency counts from that scheduled time."""
+    """Open loop: call number i is sent at `start_at + offset + i / rate`, whatever the
+    earlier ones are doing; latency counts from that scheduled time. The call is an
+    Authorize, or with `health_check` the standard health Check (the transport floor: the
+    same client, channel and server without auth, handler work or Redis)."""
 
     target: Target
     wallet_ids: tuple[str, ...]
@@ -78,6 +80,7 @@ class OpenLoopJob:
     timeout: float
     tag: str
     max_outstanding: int = 20_000
+    health_check: bool = False
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ FIGURES = (
     "authorize_p99_ms",
     "authorize_everysec_p50_ms",
     "authorize_everysec_p99_ms",
+    "floor_p50_ms",
+    "floor_p99_ms",
     "writebehind_lag_p99_ms",
     "writebehind_lost",
     "writebehind_duplicated",
@@ -106,6 +108,8 @@ def summary(report: dict[str, Any]) -> str:
         f"p50 {f['authorize_everysec_p50_ms']:.2f} ms  p99 {f['authorize_everysec_p99_ms']:.2f} ms"
         f"  (disk fsync p50 {f['machine']['disk_fsync_p50_ms']:.2f} ms, "
         f"p99 {f['machine']['disk_fsync_p99_ms']:.2f} ms)",
+        f"  health Check @ {f['config']['latency_rate']}/s (the transport floor)  "
+        f"p50 {f['floor_p50_ms']:.2f} ms  p99 {f['floor_p99_ms']:.2f} ms",
         f"  write-behind lag p99 {f['writebehind_lag_p99_ms']:.0f} ms  "
         f"(<1s: {mark[f['target_writebehind_lag_pass']]})  lost {f['writebehind_lost']}  "
         f"duplicated {f['writebehind_duplicated']}  of {f['writebehind_entries_redis']} entries  "

@@ -133,6 +133,7 @@ def _run(config: BenchConfig, workdir: Path, log_path: Path) -> dict[str, Any]:
         # same load with Redis fsyncing its AOF once a second instead of before each reply.
         s.latency(obol, spread_obol, appendfsync="everysec")
         s.drain("latency_everysec")
+        s.transport_floor(obol)
         s.writebehind(obol, spread_obol, envs["redis"]["DATABASE_URL"])
         add_ratios_and_targets(figures)
     return figures

@@ -167,6 +167,36 @@ class Scenarios:
             f"Authorize latency (redis, appendfsync {appendfsync}): open loop, "
             f"{c.latency_rate}/s offered for {c.latency_seconds:g}s from {self.procs} processes"
         )
+        relaxed = appendfsync != c.redis_appendfsync
+        if relaxed:
+            self._set_appendfsync(appendfsync)
+        try:
+            self._open_loop(prefix, target, wallets, health_check=False, what="authorizations")
+        finally:
+            if relaxed:
+                self._set_appendfsync(c.redis_appendfsync)
+
+    def transport_floor(self, target: Target) -> None:
+        """The same open loop, client and rate against the wallet service's standard health
+        Check: what the load generator, gRPC and this machine's scheduling cost on their own
+        (no auth, no handler work, no Redis), the floor under `authorize_*`."""
+        c = self.config
+        say(
+            f"Transport floor: open loop of health Checks on wallet_obol, "
+            f"{c.latency_rate}/s offered for {c.latency_seconds:g}s from {self.procs} processes"
+        )
+        self._open_loop("floor", target, (), health_check=True, what="health checks")
+
+    def _open_loop(
+        self,
+        prefix: str,
+        target: Target,
+        wallets: tuple[str, ...],
+        *,
+        health_check: bool,
+        what: str,
+    ) -> None:
+        c = self.config
         start_at = time.monotonic() + START_MARGIN
         jobs: list[Job] = [
             OpenLoopJob(
@@ -177,19 +207,12 @@ class Scenarios:
                 start_at=start_at,
                 duration=c.latency_seconds,
                 timeout=c.latency_timeout_seconds,
-                tag=f"lat-{appendfsync}-{i}",
+                tag=f"{prefix}-{i}",
+                health_check=health_check,
             )
             for i in range(self.procs)
         ]
-        window = (start_at, start_at + c.latency_seconds)
-        relaxed = appendfsync != c.redis_appendfsync
-        if relaxed:
-            self._set_appendfsync(appendfsync)
-        try:
-            result = self._run(prefix, jobs, window)
-        finally:
-            if relaxed:
-                self._set_appendfsync(c.redis_appendfsync)
+        result = self._run(prefix, jobs, (start_at, start_at + c.latency_seconds))
         f = self.figures
         for pct in (50, 95, 99):
             f[f"{prefix}_p{pct}_ms"] = percentile(result.latencies_ms, pct)
@@ -202,7 +225,7 @@ class Scenarios:
         say(
             f"  p50 {f[f'{prefix}_p50_ms']:.2f} ms, p95 {f[f'{prefix}_p95_ms']:.2f} ms, "
             f"p99 {f[f'{prefix}_p99_ms']:.2f} ms, max {f[f'{prefix}_max_ms']:.1f} ms "
-            f"over {result.ok} authorizations"
+            f"over {result.ok} {what}"
         )
 
     def _set_appendfsync(self, policy: str) -> None:

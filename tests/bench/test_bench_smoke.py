@@ -28,6 +28,9 @@ FIGURES = (
     "authorize_p50_ms",
     "authorize_p95_ms",
     "authorize_p99_ms",
+    "authorize_everysec_p99_ms",
+    "floor_p50_ms",
+    "floor_p99_ms",
     "writebehind_lag_p99_ms",
     "writebehind_lost",
     "writebehind_duplicated",
@@ -92,6 +95,8 @@ def test_quick_bench_reports_every_figure(tmp_path: Path) -> None:
     assert report["writebehind_entries_redis"] > 0
     assert report["writebehind_requests_checked"] > 0
     assert report["writebehind_entries_pg"] == report["writebehind_entries_redis"]
+    # The transport floor answered every health check it sent.
+    assert report["floor_count"] > 0 and report["floor_errors"] == 0, output
 
     machine = report["machine"]
     assert all(machine.get(key) for key in MACHINE), machine
