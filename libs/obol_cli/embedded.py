@@ -387,6 +387,9 @@ class EmbeddedRedis(_Server):
     - `cluster=True` makes it a Redis Cluster node (its cluster state in
       `data_dir/nodes.conf`, its cluster bus on `port` + 10000) with no slots yet:
       `EmbeddedRedisCluster` forms a cluster of such nodes.
+    - `replica_of=<port>` makes it a replica of the Redis on 127.0.0.1:<port> (not for
+      cluster nodes, whose replicas are assigned with CLUSTER REPLICATE); promote it with
+      `REPLICAOF NO ONE`.
     """
 
     name = "Redis"
@@ -399,15 +402,21 @@ class EmbeddedRedis(_Server):
         appendfsync: str = "always",
         *,
         cluster: bool = False,
+        cluster_node_timeout_ms: int = 5000,
+        replica_of: int | None = None,
         timeout: float = 30.0,
     ) -> None:
         if appendfsync not in _APPENDFSYNC:
             raise ValueError(f"appendfsync must be one of {', '.join(_APPENDFSYNC)}")
+        if cluster and replica_of is not None:
+            raise ValueError("a cluster node's primary is set with CLUSTER REPLICATE")
         if cluster and port + CLUSTER_BUS_OFFSET > 65535:
             raise ValueError(f"port {port} leaves no room for its cluster bus port (+10000)")
         super().__init__(data_dir, port, "redis.log", timeout=timeout)
         self.appendfsync = appendfsync
         self.cluster = cluster
+        self.cluster_node_timeout_ms = cluster_node_timeout_ms
+        self.replica_of = replica_of
         self.binary = redis_server_binary()
 
     @property
@@ -433,9 +442,13 @@ class EmbeddedRedis(_Server):
             settings |= {
                 "cluster-enabled": "yes",
                 "cluster-config-file": "nodes.conf",
-                "cluster-node-timeout": "5000",
+                # How long a node may be unreachable before it is failed (and its replica
+                # takes over).
+                "cluster-node-timeout": str(self.cluster_node_timeout_ms),
             }
         args = [arg for key, value in settings.items() for arg in (f"--{key}", value)]
+        if self.replica_of is not None:
+            args += ["--replicaof", HOST, str(self.replica_of)]  # two words: two arguments
         self._launch([self.binary, *args])
         self._wait_until(self._is_ready)
 
@@ -493,15 +506,18 @@ def free_cluster_port(taken: Collection[int] = ()) -> int:
 
 class EmbeddedRedisCluster:
     """A private Redis Cluster on 127.0.0.1: `masters` `EmbeddedRedis` nodes started with
-    `cluster=True`, no replicas, each in `data_dir/node-<port>`, the 16384 hash slots split
-    evenly between them (as `redis-cli --cluster create --cluster-replicas 0` would).
+    `cluster=True`, each with `replicas` replicas, each node in `data_dir/node-<port>`, the
+    16384 hash slots split evenly between the masters (as `redis-cli --cluster create
+    --cluster-replicas <replicas>` would).
 
     `start()` starts the nodes and, if none of them serves slots yet, forms the cluster
-    itself, without redis-cli (which does not come with every redis-server): each node gets
-    its own config epoch and its range of slots (CLUSTER ADDSLOTS), then the first node
-    meets the others (CLUSTER MEET). It returns once every node reports `cluster_state:ok`,
-    every slot assigned and every node known. Started again (same object, so the same
+    itself, without redis-cli (which does not come with every redis-server): each master
+    gets its own config epoch and its range of slots (CLUSTER ADDSLOTS), the first node
+    meets the others (CLUSTER MEET), and each replica follows its master (CLUSTER
+    REPLICATE). It returns once every node reports `cluster_state:ok`, every slot assigned,
+    every node known and every replica in sync. Started again (same object, so the same
     ports), the nodes find each other through their `nodes.conf`. `stop()` stops every node.
+    `masters` and `replicas_of(i)` are the nodes as formed (a failover changes the roles).
 
     Redis Cluster has only database 0; `url` is a `redis+cluster://` seed that
     `obol_core.redis.create_redis` turns into a cluster client.
@@ -513,15 +529,20 @@ class EmbeddedRedisCluster:
         masters: int = 3,
         appendfsync: str = "always",
         *,
+        replicas: int = 0,
+        node_timeout_ms: int = 5000,
         timeout: float = 30.0,
     ) -> None:
         if masters < 1:
             raise ValueError("a Redis Cluster needs at least one master")
+        if replicas < 0:
+            raise ValueError("replicas must be 0 or more")
         self.data_dir = Path(data_dir).resolve()
         self.timeout = timeout
-        self.nodes: list[EmbeddedRedis] = []
+        self.replicas = replicas
+        self.nodes: list[EmbeddedRedis] = []  # the masters first, then their replicas
         ports: list[int] = []
-        for _ in range(masters):
+        for _ in range(masters * (1 + replicas)):
             ports.append(free_cluster_port(ports))
             self.nodes.append(
                 EmbeddedRedis(
@@ -529,9 +550,16 @@ class EmbeddedRedisCluster:
                     ports[-1],
                     appendfsync,
                     cluster=True,
+                    cluster_node_timeout_ms=node_timeout_ms,
                     timeout=timeout,
                 )
             )
+        self.masters = self.nodes[:masters]
+
+    def replicas_of(self, index: int) -> list[EmbeddedRedis]:
+        """The replicas that master number `index` was formed with."""
+        count = len(self.masters)
+        return [self.nodes[count + index * self.replicas + r] for r in range(self.replicas)]
 
     @property
     def ports(self) -> list[int]:
@@ -547,8 +575,8 @@ class EmbeddedRedisCluster:
         return f"redis+cluster://{HOST}:{self.nodes[0].port}"
 
     def slot_ranges(self) -> list[tuple[int, int]]:
-        """Each node's slots, first to last inclusive, in the order of `nodes`."""
-        count = len(self.nodes)
+        """Each master's slots, first to last inclusive, in the order of `masters`."""
+        count = len(self.masters)
         bounds = [i * CLUSTER_SLOTS // count for i in range(count + 1)]
         return [(bounds[i], bounds[i + 1] - 1) for i in range(count)]
 
@@ -567,6 +595,7 @@ class EmbeddedRedisCluster:
                 if all(self._cluster_info(c)["cluster_slots_assigned"] == "0" for c in clients):
                     self._form(clients)
                 self._wait_until_ok(clients)
+                self._wait_until_replicas_in_sync(clients)
             finally:
                 for client in clients:
                     client.close()
@@ -581,12 +610,57 @@ class EmbeddedRedisCluster:
 
     def _form(self, clients: list[redis.Redis]) -> None:
         ranges = self.slot_ranges()
-        for epoch, (client, (first, last)) in enumerate(zip(clients, ranges, strict=True), 1):
+        masters = clients[: len(self.masters)]
+        for epoch, (client, (first, last)) in enumerate(zip(masters, ranges, strict=True), 1):
             # Distinct epochs up front, as redis-cli does: no collision to resolve later.
             client.cluster("SET-CONFIG-EPOCH", epoch)
             client.cluster("ADDSLOTS", *range(first, last + 1))
         for node in self.nodes[1:]:
             clients[0].cluster("MEET", HOST, node.port)
+        if not self.replicas:
+            return
+        by_port = dict(zip(self.ports, clients, strict=True))
+        for index, master in enumerate(masters):
+            master_id = _text(master.cluster("MYID"))
+            for replica in self.replicas_of(index):
+                self._replicate(by_port[replica.port], master_id)
+
+    def _replicate(self, replica: redis.Redis, master_id: str) -> None:
+        """CLUSTER REPLICATE, once the replica has learnt of its master (gossip, after the
+        MEETs)."""
+        import redis as redis_module
+
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                replica.cluster("REPLICATE", master_id)
+                return
+            except redis_module.ResponseError as err:
+                if "Unknown node" not in str(err) or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.05)
+
+    def _wait_until_replicas_in_sync(self, clients: list[redis.Redis]) -> None:
+        """Until every replica's link to its master is up and its first AOF is written."""
+        deadline = time.monotonic() + self.timeout
+        replicas = clients[len(self.masters) :]
+        while True:
+            # In sync, and done writing the AOF after the full sync (until then Redis
+            # refuses to stop on SIGTERM).
+            infos = [client.info("replication") | client.info("persistence") for client in replicas]
+            if all(
+                info.get("master_link_status") == "up"
+                and info.get("aof_rewrite_in_progress") == 0
+                and info.get("aof_rewrite_scheduled") == 0
+                for info in infos
+            ):
+                return
+            if time.monotonic() > deadline:
+                raise EmbeddedServerError(
+                    f"Redis Cluster replicas not in sync after {self.timeout:.0f}s",
+                    self.nodes[0].log,
+                )
+            time.sleep(0.05)
 
     def _wait_until_ok(self, clients: list[redis.Redis]) -> None:
         wanted = {

@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar, cast
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -19,11 +20,14 @@ from redis.connection import HiredisRespSerializer
 from redis.exceptions import NoScriptError, RedisClusterException, ResponseError
 from redis.typing import EncodableT, KeyT, StreamIdT
 
+from .errors import Unavailable
 from .settings import env_bool
 
 __all__ = [
     "LuaScript",
     "RedisClient",
+    "ReplicaAcks",
+    "ReplicationUnconfirmed",
     "ScriptCall",
     "StreamMessage",
     "check_redis",
@@ -203,18 +207,51 @@ def is_nogroup(err: BaseException) -> bool:
     return isinstance(err, ResponseError) and "NOGROUP" in str(err)
 
 
+@dataclass(frozen=True)
+class ReplicaAcks:
+    """Answer a script call only once `replicas` replicas of its Redis primary have its
+    writes (WAIT), waiting at most `timeout_ms`.
+
+    Replication is asynchronous: without this, a primary that fails over right after
+    answering may hand its slots to a replica that never received the write, and an
+    acknowledged change is gone. With it, an answered write is on the primary's AOF and
+    on `replicas` replicas (which Redis Cluster prefers when it elects a new primary).
+    """
+
+    replicas: int
+    timeout_ms: int
+
+    def __post_init__(self) -> None:
+        if self.replicas < 1:
+            raise ValueError("replicas must be at least 1 (no acknowledgement: None)")
+        if self.timeout_ms < 1:
+            raise ValueError("timeout_ms must be at least 1 (WAIT 0 would wait forever)")
+
+
+class ReplicationUnconfirmed(Unavailable):
+    """The calls ran on the primary, but fewer replicas than required confirmed them in
+    time. Nothing is acknowledged; retrying the same requests (idempotent by request id)
+    answers them once the replicas have caught up."""
+
+    reason = "REPLICATION_UNCONFIRMED"
+
+
 class LuaScript:
     """A Lua script run with EVALSHA.
 
     redis-py's `AsyncScript` (behind `register_script`) catches NOSCRIPT (the script cache
     was flushed, Redis restarted or failed over) and reloads the script before retrying
-    once; retrying is safe because a NOSCRIPT reply means nothing ran.
+    once; retrying is safe because a NOSCRIPT reply means nothing ran. With `replica_acks`
+    every call goes through `run_scripts`, which also waits for the replicas.
     """
 
-    def __init__(self, client: RedisClient, source: str) -> None:
+    def __init__(
+        self, client: RedisClient, source: str, *, replica_acks: ReplicaAcks | None = None
+    ) -> None:
         self._client = client
         self._source = source
         self._script = client.register_script(source)
+        self.replica_acks = replica_acks
 
     @property
     def sha(self) -> str:
@@ -226,6 +263,8 @@ class LuaScript:
 
     async def __call__(self, keys: Sequence[KeyT], args: Sequence[EncodableT] = ()) -> Any:
         """Run the script; the reply is as Redis returns it (ints, bytes, nested lists)."""
+        if self.replica_acks is not None:
+            return (await run_scripts(self._client, [(self, keys, args)]))[0]
         return await self._script(keys=keys, args=args)
 
 
@@ -238,8 +277,12 @@ async def run_scripts(client: RedisClient, calls: Sequence[ScriptCall]) -> list[
 
     Calls refused with NOSCRIPT (nothing ran) are retried once after loading their scripts;
     any other error reply is raised (the calls that did run have run: the wallet's scripts
-    are idempotent by request id, so a caller may retry them all).
+    are idempotent by request id, so a caller may retry them all). When a call's script
+    has `replica_acks`, each pipeline ends with a WAIT on every primary it wrote to, on
+    the same connection as the writes; fewer replicas than required in time raise
+    `ReplicationUnconfirmed`.
     """
+    acks = _strongest_acks(calls)
     replies: list[Any] = [None] * len(calls)
     todo = list(range(len(calls)))
     for attempt in range(2):
@@ -251,19 +294,66 @@ async def run_scripts(client: RedisClient, calls: Sequence[ScriptCall]) -> list[
                 # As a plain command: redis-py refuses pipe.evalsha on a cluster pipeline,
                 # but routes EVALSHA by its keys' slot like any command.
                 pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            if acks is not None:
+                _queue_waits(client, pipe, [calls[i] for i in todo], acks)
             answers = await pipe.execute(raise_on_error=False)
+        confirmations = answers[len(todo) :]
         missing = []
-        for i, answer in zip(todo, answers, strict=True):
+        for i, answer in zip(todo, answers, strict=False):
             if isinstance(answer, NoScriptError) and attempt == 0:
                 missing.append(i)
             elif isinstance(answer, Exception):
                 raise answer
             else:
                 replies[i] = answer
+        if acks is not None:
+            _check_confirmed(confirmations, acks)
         for script in {calls[i][0] for i in missing}:
             await script.load()
         todo = missing
     return replies
+
+
+def _strongest_acks(calls: Sequence[ScriptCall]) -> ReplicaAcks | None:
+    wanted = [c[0].replica_acks for c in calls if c[0].replica_acks is not None]
+    if not wanted:
+        return None
+    return ReplicaAcks(max(a.replicas for a in wanted), max(a.timeout_ms for a in wanted))
+
+
+def _queue_waits(
+    client: RedisClient, pipe: Any, calls: Sequence[ScriptCall], acks: ReplicaAcks
+) -> None:
+    """WAIT after the calls: once on a single node; on a cluster, once per primary that
+    the calls went to (WAIT has no key, so it is sent to that node explicitly, which puts
+    it on the same pipelined connection as the node's EVALSHAs)."""
+    if not isinstance(client, RedisCluster):
+        pipe.execute_command("WAIT", acks.replicas, acks.timeout_ms)
+        return
+    primaries = {}
+    for _, keys, _ in calls:
+        node = client.nodes_manager.get_node_from_slot(client.keyslot(keys[0]))
+        primaries[node.name] = node
+    for node in primaries.values():
+        pipe.execute_command("WAIT", acks.replicas, acks.timeout_ms, target_nodes=node)
+
+
+def _check_confirmed(confirmations: Sequence[Any], acks: ReplicaAcks) -> None:
+    for confirmed in confirmations:
+        if isinstance(confirmed, Exception):
+            raise confirmed
+        if int(confirmed) < acks.replicas:
+            raise ReplicationUnconfirmed(
+                f"the change was applied on the Redis primary, but {confirmed} of "
+                f"{acks.replicas} required replicas confirmed it within {acks.timeout_ms} ms; "
+                "retry with the same request_id",
+                metadata={
+                    "dependency": "redis",
+                    "confirmed_replicas": int(confirmed),
+                    "required_replicas": acks.replicas,
+                },
+                retry_delay_seconds=1.0,
+            )
 
 
 StreamMessage: TypeAlias = tuple[bytes, dict[bytes, bytes]]

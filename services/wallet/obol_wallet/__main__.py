@@ -37,6 +37,7 @@ def _backend(resources: Resources, settings: WalletSettings) -> WalletBackend:
         partitions=settings.partitions,
         idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
         backlog_limit=settings.backlog_limit,
+        replica_acks=settings.replica_acks,
     )
 
 

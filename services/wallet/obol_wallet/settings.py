@@ -10,6 +10,8 @@
 | `OBOL_TOP_UP_RETRY_BASE_SECONDS` | `60` | Wait before retrying a failed auto top-up; doubled after each further failure. |
 | `OBOL_TOP_UP_RETRY_MAX_SECONDS` | `3600` | The longest wait between auto top-up retries (at least the base). |
 | `OBOL_TOP_UP_LEASE_SECONDS` | `60` | An attempt a worker took and did not finish (it died) goes to another worker after this. |
+| `OBOL_REDIS_REPLICA_ACKS` | `0` | Replicas that must have a change before the wallet answers it (WAIT after every script, on the same connection). 0: the primary's AOF only. Set it to 1 when Redis has replicas that can be failed over to (see docs/wallet.md, "Replicas and failover"). |
+| `OBOL_REDIS_REPLICA_ACK_TIMEOUT_MS` | `100` | How long to wait for those replicas; fewer in time refuse the call with UNAVAILABLE `REPLICATION_UNCONFIRMED` (already applied on the primary: retry with the same request_id). |
 | `OBOL_PAYMENT_PROVIDER` | `sandbox` | Who charges auto top-ups. Only `sandbox` exists so far: deterministic, no real money (`pm_ok...` succeed, `pm_fail...` decline); the service logs a warning at start. |
 """
 
@@ -21,6 +23,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from obol_core.redis import ReplicaAcks
 from obol_core.settings import SettingsError, env_choice, env_int
 
 from .partitions import DEFAULT_PARTITIONS
@@ -29,6 +32,7 @@ from .partitions import DEFAULT_PARTITIONS
 TOP_UP_RETRY_BASE_SECONDS = 60
 TOP_UP_RETRY_MAX_SECONDS = 3600
 TOP_UP_LEASE_SECONDS = 60
+REPLICA_ACK_TIMEOUT_MS = 100
 
 
 class PaymentProviderKind(enum.Enum):
@@ -51,6 +55,7 @@ class WalletSettings:
     top_up_retry_base_ms: int
     top_up_retry_max_ms: int
     top_up_lease_ms: int
+    replica_acks: ReplicaAcks | None  # None: answer once the primary has the change
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WalletSettings:
@@ -66,6 +71,14 @@ class WalletSettings:
             TOP_UP_RETRY_MAX_SECONDS,
             min_value=1,
             max_value=7 * 86400,
+            environ=environ,
+        )
+        replicas = env_int("OBOL_REDIS_REPLICA_ACKS", 0, min_value=0, max_value=16, environ=environ)
+        ack_timeout_ms = env_int(
+            "OBOL_REDIS_REPLICA_ACK_TIMEOUT_MS",
+            REPLICA_ACK_TIMEOUT_MS,
+            min_value=1,
+            max_value=60_000,
             environ=environ,
         )
         if retry_max < retry_base:
@@ -108,4 +121,5 @@ class WalletSettings:
                 max_value=86400,
                 environ=environ,
             ),
+            replica_acks=ReplicaAcks(replicas, ack_timeout_ms) if replicas else None,
         )

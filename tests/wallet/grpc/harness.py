@@ -20,7 +20,7 @@ from obol.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from obol_core.grpc_server import ServiceRegistration, build_server
 from obol_core.ids import new_ulid
 from obol_core.postgres import apply_migrations, create_pool
-from obol_core.redis import RedisClient, create_redis, is_cluster_url
+from obol_core.redis import RedisClient, ReplicaAcks, create_redis, is_cluster_url
 from obol_core.settings import CommonSettings
 from obol_wallet.auto_top_up import AutoTopUpWorker
 from obol_wallet.backend import WalletBackend
@@ -144,7 +144,11 @@ def private_redis_url(redis_url: str) -> str:
 
 @asynccontextmanager
 async def wallet_api(
-    backend_name: str, database_url: str, redis_url: str
+    backend_name: str,
+    database_url: str,
+    redis_url: str,
+    *,
+    replica_acks: ReplicaAcks | None = None,
 ) -> AsyncIterator[WalletApi]:
     pool = await create_pool(database_url, search_path=SCHEMA, max_size=40)
     await apply_migrations(pool, schema=SCHEMA, migrations=MIGRATIONS_DIR)
@@ -154,7 +158,7 @@ async def wallet_api(
     if backend_name == "postgres":
         backend = PostgresBackend(pool)
     else:
-        backend = RedisBackend(redis, partitions=PARTITIONS)
+        backend = RedisBackend(redis, partitions=PARTITIONS, replica_acks=replica_acks)
     clock = FakeClock()
     core = WalletCore(pool, backend, clock, partitions=PARTITIONS, default_hold_ttl_ms=60_000)
     server = build_server(

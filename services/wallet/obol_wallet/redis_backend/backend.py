@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from redis.typing import EncodableT
 
 from obol_core.errors import ObolError
-from obol_core.redis import RedisClient, run_scripts
+from obol_core.redis import RedisClient, ReplicaAcks, run_scripts
 
 from ..model import (
     AuthorizeRequest,
@@ -106,9 +106,10 @@ class RedisBackend:
         partitions: int = DEFAULT_PARTITIONS,
         idempotency_ttl_seconds: int = DEFAULT_IDEMPOTENCY_TTL_SECONDS,
         backlog_limit: int = DEFAULT_BACKLOG_LIMIT,
+        replica_acks: ReplicaAcks | None = None,
     ) -> None:
         self._client = client
-        self._scripts = Scripts(client)
+        self._scripts = Scripts(client, replica_acks=replica_acks)
         self._calls = CallBuilder(
             self._scripts,
             partitions=partitions,

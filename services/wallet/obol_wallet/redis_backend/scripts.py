@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from importlib.resources import files
 
-from obol_core.redis import LuaScript, RedisClient
+from obol_core.redis import LuaScript, RedisClient, ReplicaAcks
 
 _LUA = files(__package__).joinpath("lua")
 
@@ -25,26 +25,31 @@ def _source(name: str, *, common: bool = True, top_up: bool = False) -> str:
 
 
 class Scripts:
-    """One LuaScript per operation, bound to a client."""
+    """One LuaScript per operation, bound to a client; with `replica_acks`, every call is
+    answered only once that many replicas have its writes (obol_core.redis.ReplicaAcks)."""
 
-    def __init__(self, client: RedisClient) -> None:
-        self.authorize = LuaScript(client, _source("authorize", top_up=True))
-        self.capture = LuaScript(client, _source("capture", top_up=True))
-        self.void = LuaScript(client, _source("void"))
-        self.debit = LuaScript(client, _source("debit", top_up=True))
-        self.extend = LuaScript(client, _source("extend"))
-        self.charge = LuaScript(client, _source("charge", top_up=True))
-        self.grant = LuaScript(client, _source("grant", top_up=True))
-        self.refund = LuaScript(client, _source("refund"))
-        self.settings = LuaScript(client, _source("settings"))
-        self.read = LuaScript(client, _source("read"))
-        self.hold = LuaScript(client, _source("hold"))
-        self.open = LuaScript(client, _source("open"))
-        self.hydrate = LuaScript(client, _source("hydrate"))
-        self.hydrate_records = LuaScript(client, _source("hydrate_records", common=False))
-        self.top_up_rule = LuaScript(client, _source("top_up_rule", top_up=True))
-        self.top_up_fail = LuaScript(client, _source("top_up_fail", top_up=True))
-        self.top_up_due = LuaScript(client, _source("top_up_due", top_up=True))
+    def __init__(self, client: RedisClient, *, replica_acks: ReplicaAcks | None = None) -> None:
+        def script(name: str, *, common: bool = True, top_up: bool = False) -> LuaScript:
+            source = _source(name, common=common, top_up=top_up)
+            return LuaScript(client, source, replica_acks=replica_acks)
+
+        self.authorize = script("authorize", top_up=True)
+        self.capture = script("capture", top_up=True)
+        self.void = script("void")
+        self.debit = script("debit", top_up=True)
+        self.extend = script("extend")
+        self.charge = script("charge", top_up=True)
+        self.grant = script("grant", top_up=True)
+        self.refund = script("refund")
+        self.settings = script("settings")
+        self.read = script("read")
+        self.hold = script("hold")
+        self.open = script("open")
+        self.hydrate = script("hydrate")
+        self.hydrate_records = script("hydrate_records", common=False)
+        self.top_up_rule = script("top_up_rule", top_up=True)
+        self.top_up_fail = script("top_up_fail", top_up=True)
+        self.top_up_due = script("top_up_due", top_up=True)
 
     def all(self) -> list[LuaScript]:
         return [value for value in vars(self).values() if isinstance(value, LuaScript)]
