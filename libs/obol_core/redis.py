@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar, cast
 
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.cluster import ClusterPipeline, RedisCluster
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.connection import HiredisRespSerializer
 from redis.exceptions import NoScriptError, RedisClusterException, ResponseError
@@ -278,8 +278,7 @@ async def run_scripts(client: RedisClient, calls: Sequence[ScriptCall]) -> list[
     Calls refused with NOSCRIPT (nothing ran) are retried once after loading their scripts;
     any other error reply is raised (the calls that did run have run: the wallet's scripts
     are idempotent by request id, so a caller may retry them all). When a call's script
-    has `replica_acks`, each pipeline ends with a WAIT on every primary it wrote to, on
-    the same connection as the writes; fewer replicas than required in time raise
+    has `replica_acks`, the replicas must confirm (see `_queue_acks`), else
     `ReplicationUnconfirmed`.
     """
     acks = _strongest_acks(calls)
@@ -288,16 +287,23 @@ async def run_scripts(client: RedisClient, calls: Sequence[ScriptCall]) -> list[
     for attempt in range(2):
         if not todo:
             break
-        async with client.pipeline(transaction=False) as pipe:
-            for i in todo:
-                script, keys, args = calls[i]
-                # As a plain command: redis-py refuses pipe.evalsha on a cluster pipeline,
-                # but routes EVALSHA by its keys' slot like any command.
-                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-            if acks is not None:
-                _queue_waits(client, pipe, [calls[i] for i in todo], acks)
-            answers = await pipe.execute(raise_on_error=False)
-        confirmations = answers[len(todo) :]
+        routes: dict[int, str] = {}
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                for i in todo:
+                    script, keys, args = calls[i]
+                    # As a plain command: redis-py refuses pipe.evalsha on a cluster
+                    # pipeline, but routes EVALSHA by its keys' slot like any command.
+                    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                if acks is not None:
+                    routes = _queue_acks(client, pipe, [calls[i] for i in todo], acks)
+                answers = await pipe.execute(raise_on_error=False)
+        except RedisClusterException as err:
+            if acks is None:
+                raise
+            # redis-py retried the whole pipeline after a node failed, and a WAIT lost the
+            # node it was addressed to: the topology changed under the calls.
+            raise _unconfirmed(acks, 0, "the Redis Cluster changed during the call") from err
         missing = []
         for i, answer in zip(todo, answers, strict=False):
             if isinstance(answer, NoScriptError) and attempt == 0:
@@ -307,7 +313,7 @@ async def run_scripts(client: RedisClient, calls: Sequence[ScriptCall]) -> list[
             else:
                 replies[i] = answer
         if acks is not None:
-            _check_confirmed(confirmations, acks)
+            _check_confirmed(client, answers[len(todo) :], routes, acks)
         for script in {calls[i][0] for i in missing}:
             await script.load()
         todo = missing
@@ -321,39 +327,73 @@ def _strongest_acks(calls: Sequence[ScriptCall]) -> ReplicaAcks | None:
     return ReplicaAcks(max(a.replicas for a in wanted), max(a.timeout_ms for a in wanted))
 
 
-def _queue_waits(
+def _queue_acks(
     client: RedisClient, pipe: Any, calls: Sequence[ScriptCall], acks: ReplicaAcks
-) -> None:
-    """WAIT after the calls: once on a single node; on a cluster, once per primary that
-    the calls went to (WAIT has no key, so it is sent to that node explicitly, which puts
-    it on the same pipelined connection as the node's EVALSHAs)."""
+) -> dict[int, str]:
+    """After the calls, on each primary they went to: a write to a fence key in one of
+    their slots, then WAIT, both on the pipelined connection of the calls.
+
+    WAIT confirms the writes its own connection made. The fence makes that cover whatever
+    the calls saw, too: a replay answers from a record another connection wrote, maybe
+    not yet replicated. On a cluster WAIT has no key, so it is addressed to the node; the
+    slot-to-node routes used are returned, to be checked against redirects afterwards.
+    """
+    wait = ("WAIT", acks.replicas, acks.timeout_ms)
     if not isinstance(client, RedisCluster):
-        pipe.execute_command("WAIT", acks.replicas, acks.timeout_ms)
-        return
-    primaries = {}
+        pipe.execute_command("SET", _fence_key(calls[0][1][0]), b"1")
+        pipe.execute_command(*wait)
+        return {}
+    routes: dict[int, str] = {}
+    fences: dict[str, tuple[ClusterNode, bytes]] = {}
     for _, keys, _ in calls:
-        node = client.nodes_manager.get_node_from_slot(client.keyslot(keys[0]))
-        primaries[node.name] = node
-    for node in primaries.values():
-        pipe.execute_command("WAIT", acks.replicas, acks.timeout_ms, target_nodes=node)
+        slot = client.keyslot(keys[0])
+        node = client.nodes_manager.get_node_from_slot(slot)
+        routes[slot] = node.name
+        fences.setdefault(node.name, (node, _fence_key(keys[0])))
+    for node, fence in fences.values():
+        pipe.execute_command("SET", fence, b"1")
+        pipe.execute_command(*wait, target_nodes=node)
+    return routes
 
 
-def _check_confirmed(confirmations: Sequence[Any], acks: ReplicaAcks) -> None:
-    for confirmed in confirmations:
-        if isinstance(confirmed, Exception):
-            raise confirmed
+def _fence_key(key: KeyT) -> bytes:
+    """A key in `key`'s hash slot: `{<its hash tag, else itself>}:replica_fence`."""
+    raw = key.encode() if isinstance(key, str) else bytes(key)
+    start = raw.find(b"{")
+    end = raw.find(b"}", start + 1)
+    tag = raw[start + 1 : end] if 0 <= start < end - 1 else raw
+    return b"{" + tag + b"}:replica_fence"
+
+
+def _check_confirmed(
+    client: RedisClient, answers: Sequence[Any], routes: Mapping[int, str], acks: ReplicaAcks
+) -> None:
+    """The fences and WAITs answered, every WAIT with enough replicas, and (cluster) no
+    call redirected: redis-py follows a MOVED/ASK by sending the call again on another
+    node's connection, which the WAITs did not cover."""
+    for answer in answers:
+        if isinstance(answer, Exception):
+            raise answer
+    for confirmed in answers[1::2]:
         if int(confirmed) < acks.replicas:
-            raise ReplicationUnconfirmed(
-                f"the change was applied on the Redis primary, but {confirmed} of "
-                f"{acks.replicas} required replicas confirmed it within {acks.timeout_ms} ms; "
-                "retry with the same request_id",
-                metadata={
-                    "dependency": "redis",
-                    "confirmed_replicas": int(confirmed),
-                    "required_replicas": acks.replicas,
-                },
-                retry_delay_seconds=1.0,
-            )
+            raise _unconfirmed(acks, int(confirmed), f"within {acks.timeout_ms} ms")
+    if isinstance(client, RedisCluster):
+        for slot, node in routes.items():
+            if client.nodes_manager.get_node_from_slot(slot).name != node:
+                raise _unconfirmed(acks, 0, "the Redis Cluster moved a slot during the call")
+
+
+def _unconfirmed(acks: ReplicaAcks, confirmed: int, why: str) -> ReplicationUnconfirmed:
+    return ReplicationUnconfirmed(
+        f"the change was applied on the Redis primary, but {confirmed} of {acks.replicas} "
+        f"required replicas confirmed it ({why}); retry with the same request_id",
+        metadata={
+            "dependency": "redis",
+            "confirmed_replicas": confirmed,
+            "required_replicas": acks.replicas,
+        },
+        retry_delay_seconds=1.0,
+    )
 
 
 StreamMessage: TypeAlias = tuple[bytes, dict[bytes, bytes]]

@@ -43,17 +43,24 @@ async def harness(url: str, acks: ReplicaAcks | None) -> AsyncIterator[Harness]:
 
 
 @contextmanager
-def replica_cut_off(pair: Replicated) -> Iterator[None]:
-    """The replica stops (SIGSTOP) and the primary drops its link: nothing written from
-    now on reaches the replica until this ends (the replica then reconnects and resyncs)."""
+def replica_frozen(pair: Replicated) -> Iterator[None]:
+    """The replica stops (SIGSTOP): still connected as far as the primary knows, it
+    confirms nothing written from now on until this ends."""
     assert pair.replica.pid is not None
     os.kill(pair.replica.pid, signal.SIGSTOP)
     try:
-        with redis.Redis.from_url(pair.primary.url) as primary:
-            primary.client_kill_filter(_type="replica")
         yield
     finally:
         os.kill(pair.replica.pid, signal.SIGCONT)
+
+
+@contextmanager
+def replica_cut_off(pair: Replicated) -> Iterator[None]:
+    """The replica stops and the primary drops its link: nothing written from now on
+    reaches the replica until this ends (the replica then reconnects and resyncs)."""
+    with replica_frozen(pair), redis.Redis.from_url(pair.primary.url) as primary:
+        primary.client_kill_filter(_type="replica")
+        yield
 
 
 def kill_primary(pair: Replicated) -> None:
@@ -135,6 +142,33 @@ async def test_a_change_no_replica_confirmed_is_refused_then_answered_on_retry(
         assert balance.held == 30
         hold = await after.backend.hold(wallet_id, answered.hold_id, after.now)
         assert hold.authorized == 30
+
+
+async def test_a_retry_on_another_connection_waits_for_the_original_change(
+    replicated: Replicated,
+) -> None:
+    """A retry from another client, a replay that writes nothing, is refused too while the
+    replica lacks the original change: the fence written before each WAIT makes it wait
+    for everything up to now, whatever the connection wrote before."""
+    async with harness(replicated.primary.url, ACKS) as h:
+        wallet_id = await h.wallet(100)
+        request = h.authorize_request(wallet_id, 30)
+        replicated.wait_in_sync()
+        with replica_frozen(replicated):
+            with pytest.raises(ReplicationUnconfirmed):
+                await h.backend.authorize(request)
+            # A client that has written nothing (the scripts are already loaded: SCRIPT
+            # LOAD would be a write on its connection).
+            other = create_redis(replicated.primary.url)
+            try:
+                backend = RedisBackend(other, partitions=PARTITIONS, replica_acks=ACKS)
+                with pytest.raises(ReplicationUnconfirmed):
+                    await backend.authorize(request)
+            finally:
+                await other.aclose()
+        replicated.wait_in_sync()
+        answered = await h.backend.authorize(request)
+        assert answered.held == 30
 
 
 async def test_a_batch_waits_once_for_all_of_its_items(replicated: Replicated) -> None:
