@@ -20,20 +20,28 @@ from obol_cli.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedRedisClus
 from obol_cli.launcher import StackInfo
 
 
-@pytest.fixture(scope="session")
-def embedded_postgres() -> Iterator[EmbeddedPostgres]:
-    """The session's Postgres server (for tests that need to manage databases).
-
-    Its data lives in its own temporary directory rather than under pytest's basetemp,
-    whose 0700 parents the unprivileged Postgres user (when running as root) could not
-    traverse without loosening them.
-    """
+def _postgres_server() -> Iterator[EmbeddedPostgres]:
+    """A Postgres server of its own. Its data lives in its own temporary directory rather
+    than under pytest's basetemp, whose 0700 parents the unprivileged Postgres user (when
+    running as root) could not traverse without loosening them."""
     data_dir = Path(tempfile.mkdtemp(prefix="obol-test-postgres-"))
     try:
         with EmbeddedPostgres(data_dir, free_port()) as postgres:
             yield postgres
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def embedded_postgres() -> Iterator[EmbeddedPostgres]:
+    """The session's Postgres server (for tests that need to manage databases)."""
+    yield from _postgres_server()
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[EmbeddedPostgres]:
+    """A Postgres server for this test alone (which may stop and restart it)."""
+    yield from _postgres_server()
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Self
 
+import asyncpg
 import grpc
+import redis.exceptions
 from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2  # type: ignore[import-untyped]
@@ -38,6 +40,7 @@ __all__ = [
     "Aborted",
     "AlreadyExists",
     "AmountOutOfRange",
+    "DependencyUnavailable",
     "FailedPrecondition",
     "FieldViolation",
     "InvalidArgument",
@@ -160,6 +163,54 @@ class Unavailable(ObolError):
     reason = "UNAVAILABLE"
 
 
+class DependencyUnavailable(Unavailable):
+    """A store or service the operation needs did not answer (see `status_from_exception`).
+    Metadata: `dependency` ("redis", "postgres", or "network" when unknown)."""
+
+    reason = "DEPENDENCY_UNAVAILABLE"
+
+
+# Exceptions that mean "a dependency is down or unreachable right now", not a bug: the
+# client should retry. Redis: no connection or no answer in time, loading its data, a
+# cluster without a master for a slot, a replica refusing writes (mid-failover), a slot
+# migrating. Postgres: connection-class errors (SQLSTATE 08), the server shutting down or
+# not accepting connections yet (57P0x), too many connections.
+_DEPENDENCY_ERRORS: tuple[tuple[tuple[type[BaseException], ...], str], ...] = (
+    (
+        (
+            redis.exceptions.ConnectionError,
+            redis.exceptions.TimeoutError,
+            redis.exceptions.ClusterDownError,
+            redis.exceptions.ReadOnlyError,
+            redis.exceptions.TryAgainError,
+        ),
+        "redis",
+    ),
+    (
+        (
+            asyncpg.PostgresConnectionError,
+            asyncpg.exceptions.OperatorInterventionError,
+            asyncpg.TooManyConnectionsError,
+        ),
+        "postgres",
+    ),
+    ((ConnectionError, TimeoutError), "network"),
+)
+
+
+def dependency_unavailable(exc: BaseException) -> DependencyUnavailable | None:
+    """The retryable UNAVAILABLE that `exc` stands for, if it is a dependency failure."""
+    for types, dependency in _DEPENDENCY_ERRORS:
+        if isinstance(exc, types):
+            return DependencyUnavailable(
+                f"{dependency} is unavailable; retry later (a mutation with the same "
+                "request_id, which applies it at most once)",
+                metadata={"dependency": dependency},
+                retry_delay_seconds=1.0,
+            )
+    return None
+
+
 class PermissionDenied(ObolError):
     code = grpc.StatusCode.PERMISSION_DENIED
     reason = "PERMISSION_DENIED"
@@ -213,12 +264,16 @@ def to_rpc_status(err: ObolError) -> status_pb2.Status:
 def status_from_exception(exc: BaseException) -> status_pb2.Status:
     """Map any exception raised by a handler to the status sent to the client.
 
-    A failing downstream call (`grpc.aio.AioRpcError`) that was UNAVAILABLE or timed out
-    is reported as UNAVAILABLE so that callers may retry; anything else unexpected is
-    INTERNAL with a generic message. The caller is responsible for logging the original.
+    A store that is down or unreachable (Redis, Postgres, the network) is UNAVAILABLE
+    `DEPENDENCY_UNAVAILABLE` with the dependency named and a RetryInfo. A failing
+    downstream call (`grpc.aio.AioRpcError`) that was UNAVAILABLE or timed out is reported
+    as UNAVAILABLE so that callers may retry; anything else unexpected is INTERNAL with a
+    generic message. The caller is responsible for logging the original.
     """
     if isinstance(exc, ObolError):
         return to_rpc_status(exc)
+    if (unavailable := dependency_unavailable(exc)) is not None:
+        return to_rpc_status(unavailable)
     if isinstance(exc, grpc.aio.AioRpcError) and exc.code() in (
         grpc.StatusCode.UNAVAILABLE,
         grpc.StatusCode.DEADLINE_EXCEEDED,

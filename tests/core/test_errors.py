@@ -1,5 +1,7 @@
+import asyncpg
 import grpc
 import pytest
+import redis.exceptions
 from google.rpc import code_pb2, error_details_pb2
 
 from obol_core.errors import (
@@ -102,3 +104,42 @@ def test_unknown_exceptions_become_internal_without_leaking() -> None:
     assert status.message == "internal error"
     assert "hunter2" not in str(status)
     assert unpack_error_info(status).reason == "INTERNAL"
+
+
+@pytest.mark.parametrize(
+    ("exc", "dependency"),
+    [
+        (redis.exceptions.ConnectionError("Error 111 connecting to 10.0.0.5:6379"), "redis"),
+        (redis.exceptions.TimeoutError("Timeout reading from socket"), "redis"),
+        (redis.exceptions.ReadOnlyError("You can't write against a read only replica"), "redis"),
+        (redis.exceptions.ClusterDownError("The cluster is down"), "redis"),
+        (asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed"), "postgres"),
+        (
+            asyncpg.exceptions.CannotConnectNowError("the database system is starting up"),
+            "postgres",
+        ),
+        (asyncpg.exceptions.TooManyConnectionsError("too many clients"), "postgres"),
+        (ConnectionRefusedError(111, "Connection refused"), "network"),
+    ],
+)
+def test_an_unreachable_dependency_is_unavailable_and_retryable(
+    exc: BaseException, dependency: str
+) -> None:
+    status = status_from_exception(exc)
+    assert status.code == code_pb2.UNAVAILABLE
+    info = unpack_error_info(status)
+    assert (info.reason, dict(info.metadata)) == (
+        "DEPENDENCY_UNAVAILABLE",
+        {"dependency": dependency},
+    )
+    assert any(d.Is(error_details_pb2.RetryInfo.DESCRIPTOR) for d in status.details)
+    assert "10.0.0.5" not in status.message  # the cause's details stay in the server's log
+
+
+def test_other_redis_and_postgres_errors_stay_internal() -> None:
+    """A script error or a constraint violation is a bug, not an outage."""
+    for exc in (
+        redis.exceptions.ResponseError("ERR Error running script"),
+        asyncpg.exceptions.UniqueViolationError("duplicate key"),
+    ):
+        assert status_from_exception(exc).code == code_pb2.INTERNAL

@@ -1,0 +1,77 @@
+"""Redis or Postgres down: the wallet answers UNAVAILABLE (DEPENDENCY_UNAVAILABLE, the
+dependency named, a RetryInfo), never INTERNAL, and serves again once it is back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import grpc.aio
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from obol.wallet.v1 import wallet_pb2
+
+from obol_cli.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+
+from .harness import selector, usd, wallet_api
+
+
+def refusal(err: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str, dict[str, str], bool]:
+    """Code, ErrorInfo reason and metadata, and whether a RetryInfo came with it."""
+    status = rpc_status.from_call(err)
+    assert status is not None
+    info, retry = error_details_pb2.ErrorInfo(), error_details_pb2.RetryInfo()
+    has_info = any(detail.Unpack(info) for detail in status.details)
+    has_retry = any(detail.Unpack(retry) for detail in status.details)
+    assert has_info
+    return err.code(), info.reason, dict(info.metadata), has_retry
+
+
+async def test_redis_down_is_unavailable_and_the_wallet_serves_once_it_is_back(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    with EmbeddedRedis(tmp_path / "redis", free_port()) as server:
+        async with wallet_api("redis", fresh_database, server.url) as api:
+            wallet_id = await api.wallet(100)
+            request = wallet_pb2.AuthorizeRequest(
+                request_id="authorize-1", wallet=selector(wallet_id), amount=usd(30)
+            )
+            server.stop()
+            with pytest.raises(grpc.aio.AioRpcError) as down:
+                await api.stub.Authorize(request)
+            assert refusal(down.value) == (
+                grpc.StatusCode.UNAVAILABLE,
+                "DEPENDENCY_UNAVAILABLE",
+                {"dependency": "redis"},
+                True,
+            )
+            server.start()  # the same AOF: the wallet's hot state is back
+            answered = await api.stub.Authorize(request)
+            assert answered.held.amount == 30
+            assert await api.available(wallet_id) == 70
+
+
+async def test_postgres_down_is_unavailable_and_the_wallet_serves_once_it_is_back(
+    private_postgres: EmbeddedPostgres, redis_url: str
+) -> None:
+    database_url = private_postgres.create_database("wallet_down")
+    async with wallet_api("redis", database_url, redis_url) as api:
+        customer_id = await api.customer()
+        private_postgres.stop()
+        request = wallet_pb2.CreateWalletRequest(
+            request_id="wallet-1", customer_id=customer_id, asset_code="USD"
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as down:
+            await api.stub.CreateWallet(request)
+        code, reason, metadata, retry = refusal(down.value)
+        assert (code, reason, retry) == (
+            grpc.StatusCode.UNAVAILABLE,
+            "DEPENDENCY_UNAVAILABLE",
+            True,
+        )
+        # A broken pooled connection is Postgres's; a refused new one is the network's.
+        assert metadata["dependency"] in ("postgres", "network")
+        private_postgres.start()
+        created = await api.stub.CreateWallet(request)
+        assert created.wallet.customer_id == customer_id
