@@ -172,17 +172,20 @@ class DependencyUnavailable(Unavailable):
 
 # Exceptions that mean "a dependency is down or unreachable right now", not a bug: the
 # client should retry. Redis: no connection or no answer in time, loading its data, a
-# cluster without a master for a slot, a replica refusing writes (mid-failover), a slot
-# migrating. Postgres: connection-class errors (SQLSTATE 08), the server shutting down or
-# not accepting connections yet (57P0x), too many connections.
+# cluster without a master for a slot or whose redirects did not settle, a replica
+# refusing writes (mid-failover), a slot migrating. Postgres: connection-class errors
+# (SQLSTATE 08), the server shutting down or not accepting connections yet (57P0x), too
+# many connections.
 _DEPENDENCY_ERRORS: tuple[tuple[tuple[type[BaseException], ...], str], ...] = (
     (
         (
             redis.exceptions.ConnectionError,
             redis.exceptions.TimeoutError,
-            redis.exceptions.ClusterDownError,
+            redis.exceptions.ClusterError,  # down, or redirects exhausted ("TTL exhausted")
             redis.exceptions.ReadOnlyError,
             redis.exceptions.TryAgainError,
+            redis.exceptions.AskError,
+            redis.exceptions.MovedError,
         ),
         "redis",
     ),

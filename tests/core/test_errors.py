@@ -113,6 +113,8 @@ def test_unknown_exceptions_become_internal_without_leaking() -> None:
         (redis.exceptions.TimeoutError("Timeout reading from socket"), "redis"),
         (redis.exceptions.ReadOnlyError("You can't write against a read only replica"), "redis"),
         (redis.exceptions.ClusterDownError("The cluster is down"), "redis"),
+        (redis.exceptions.ClusterError("TTL exhausted."), "redis"),
+        (redis.exceptions.TryAgainError("Multiple keys request during rehashing"), "redis"),
         (asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed"), "postgres"),
         (
             asyncpg.exceptions.CannotConnectNowError("the database system is starting up"),
