@@ -150,12 +150,20 @@ class ScopePolicy:
     """
 
     overrides: Mapping[str, Scope] = field(default_factory=dict)
+    # Each method's answer, worked out once (a service has a few dozen methods).
+    _decided: dict[str, Scope] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         normalised = {"/" + name.lstrip("/"): scope for name, scope in self.overrides.items()}
         object.__setattr__(self, "overrides", normalised)
 
     def required_scope(self, full_method: str) -> Scope:
+        scope = self._decided.get(full_method)
+        if scope is None:
+            scope = self._decided[full_method] = self._decide(full_method)
+        return scope
+
+    def _decide(self, full_method: str) -> Scope:
         if (scope := self.overrides.get(full_method)) is not None:
             return scope
         method = full_method.rsplit("/", 1)[-1]

@@ -18,6 +18,7 @@ Streaming handlers must consume requests through the request iterator (not
 from __future__ import annotations
 
 import inspect
+import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from contextvars import ContextVar
@@ -54,6 +55,10 @@ _api_key_name: ContextVar[str | None] = ContextVar("obol_api_key_name", default=
 _auth_rejected: ContextVar[bool] = ContextVar("obol_auth_rejected", default=False)
 
 _log = structlog.get_logger("obol.rpc")
+# structlog's stdlib logger drops a filtered event only after building it through its
+# proxy; asking the stdlib logger first makes a filtered RPC line (OBOL_LOG_LEVEL=warning)
+# cost nothing.
+_stdlib_log = logging.getLogger("obol.rpc")
 _tracer = trace.get_tracer("obol_core.rpc")
 
 _WARNING_CODES = frozenset(
@@ -194,11 +199,13 @@ class _Call:
         self._edge.requests.add(1, attributes)
         self._edge.duration.record(duration_ms, attributes)
         if code in _ERROR_CODES:
-            log = _log.error
+            level, log = logging.ERROR, _log.error
         elif code in _WARNING_CODES:
-            log = _log.warning
+            level, log = logging.WARNING, _log.warning
         else:
-            log = _log.info
+            level, log = logging.INFO, _log.info
+        if not _stdlib_log.isEnabledFor(level):
+            return
         log(
             "rpc",
             method=self._method,
