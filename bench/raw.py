@@ -32,7 +32,7 @@ _STAND_IN = "redis.call('HINCRBY', KEYS[1], 'held', ARGV[1]) return {'ok'}"
 Command = tuple[str, list[Any]]  # sha, keys + args
 
 
-def _request(tag: str, wallet_id: str) -> AuthorizeRequest:
+def authorize_request(tag: str, wallet_id: str) -> AuthorizeRequest:
     return AuthorizeRequest(
         idem=Idempotency(tag, hashlib.sha256(tag.encode()).hexdigest()),
         wallet_id=wallet_id,
@@ -70,7 +70,7 @@ async def run_raw(job: RawJob) -> JobResult:
             )
 
             def command(tag: str, wallet_id: str) -> tuple[str, Sequence[Any]]:
-                call = builder.authorize(_request(tag, wallet_id))
+                call = builder.authorize(authorize_request(tag, wallet_id))
                 return call.script.sha, [len(call.keys), *call.keys, *call.args]
 
         async def sender(index: int) -> None:

@@ -19,6 +19,8 @@ FIGURES = (
     "unary_spread_pg_ops",
     "batch_obol_ops",
     "raw_redis_ops",
+    "authorize_script_redis_us",
+    "authorize_script_commands_redis_us",
     "authorize_p50_ms",
     "authorize_p95_ms",
     "authorize_p99_ms",
@@ -101,6 +103,8 @@ def summary(report: dict[str, Any]) -> str:
         f"raw redis {f['raw_redis_ops']:>9,.0f} auth/s   {f['batch_vs_raw']:.0%} of raw  "
         f"(>=20k: {mark[f['target_batch_ops_pass']]}, "
         f">=40%: {mark[f['target_batch_vs_raw_pass']]})",
+        f"  authorize script: {f['authorize_script_redis_us']:.0f} us of Redis time per call, "
+        f"{f['authorize_script_commands_redis_us']:.0f} us of it in Redis commands",
         f"  authorize @ {f['config']['latency_rate']}/s  p50 {f['authorize_p50_ms']:.2f} ms  "
         f"p95 {f['authorize_p95_ms']:.2f} ms  p99 {f['authorize_p99_ms']:.2f} ms  "
         f"errors {f['authorize_errors']}  (p99<=5ms: {mark[f['target_authorize_p99_pass']]})",

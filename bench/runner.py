@@ -28,6 +28,7 @@ from .pool import LoadPool
 from .progress import say
 from .report import add_ratios_and_targets, summary, write_report
 from .scenarios import Scenarios
+from .script_cost import script_cost
 from .storage import BenchError, Storage
 
 BACKENDS = (("redis", "obol"), ("postgres", "pg"))  # OBOL_WALLET_BACKEND, figure label
@@ -74,6 +75,13 @@ def _run(config: BenchConfig, workdir: Path, log_path: Path) -> dict[str, Any]:
             fsync_directory=workdir,
         )
         figures["config"] = _config_block(config, storage)
+        say("measuring the authorize script's Redis time on a private Redis")
+        figures.update(script_cost(workdir, config.partitions))
+        say(
+            f"  {figures['authorize_script_redis_us']:.0f} us per call, of which "
+            f"{figures['authorize_script_commands_redis_us']:.0f} us in its "
+            f"{figures['authorize_script_commands_per_call']:.0f} Redis commands"
+        )
         api_key = generate_api_key()
         envs = {
             backend: processes.wallet_env(

@@ -63,7 +63,8 @@ def _backend(settings: WalletSettings, pool: object, redis: RedisClient) -> Wall
     )
 
 
-async def _fund(backend: WalletBackend, wallet_id: str, amount: int) -> None:
+async def fund(backend: WalletBackend, wallet_id: str, amount: int) -> None:
+    """Open `wallet_id` in the backend and give it a purchased grant of `amount`."""
     now = time.time_ns() // 1_000_000
     await backend.open_wallet(wallet_id, ASSET, 0, now)
     request_id = f"bench-fund-{wallet_id}"
@@ -111,11 +112,11 @@ async def seed_wallets(env: Mapping[str, str], count: int) -> list[str]:
             )
         gate = asyncio.Semaphore(CONCURRENCY)
 
-        async def fund(index: int, wallet_id: str) -> None:
+        async def fund_one(index: int, wallet_id: str) -> None:
             async with gate:
-                await _fund(backend, wallet_id, HOT_FUNDS if index == 0 else SPREAD_FUNDS)
+                await fund(backend, wallet_id, HOT_FUNDS if index == 0 else SPREAD_FUNDS)
 
-        await asyncio.gather(*(fund(i, w) for i, w in enumerate(wallet_ids)))
+        await asyncio.gather(*(fund_one(i, w) for i, w in enumerate(wallet_ids)))
         return wallet_ids
     finally:
         await redis.aclose()

@@ -25,6 +25,8 @@ FIGURES = (
     "unary_spread_pg_ops",
     "batch_obol_ops",
     "raw_redis_ops",
+    "authorize_script_redis_us",
+    "authorize_script_commands_redis_us",
     "authorize_p50_ms",
     "authorize_p95_ms",
     "authorize_p99_ms",
