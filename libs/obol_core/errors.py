@@ -49,6 +49,7 @@ __all__ = [
     "OutOfRange",
     "PermissionDenied",
     "ResourceExhausted",
+    "StoreFull",
     "Unauthenticated",
     "Unavailable",
     "ValidationFailed",
@@ -201,8 +202,22 @@ _DEPENDENCY_ERRORS: tuple[tuple[tuple[type[BaseException], ...], str], ...] = (
 )
 
 
-def dependency_unavailable(exc: BaseException) -> DependencyUnavailable | None:
-    """The retryable UNAVAILABLE that `exc` stands for, if it is a dependency failure."""
+_REDIS_OOM = "OOM command not allowed"
+
+
+def dependency_unavailable(exc: BaseException) -> ObolError | None:
+    """The retryable status that `exc` stands for, if it is a dependency failure: a full
+    Redis is RESOURCE_EXHAUSTED, a dependency down or unreachable UNAVAILABLE."""
+    if isinstance(exc, redis.exceptions.OutOfMemoryError) or (
+        # A script's refused write comes back as a script error quoting Redis's reply.
+        isinstance(exc, redis.exceptions.ResponseError) and _REDIS_OOM in str(exc)
+    ):
+        return StoreFull(
+            "Redis is out of memory and refuses changes (maxmemory with noeviction); "
+            "nothing was applied, retry later",
+            metadata={"scope": "redis_memory"},
+            retry_delay_seconds=5.0,
+        )
     for types, dependency in _DEPENDENCY_ERRORS:
         if isinstance(exc, types):
             return DependencyUnavailable(
@@ -212,6 +227,14 @@ def dependency_unavailable(exc: BaseException) -> DependencyUnavailable | None:
                 retry_delay_seconds=1.0,
             )
     return None
+
+
+class StoreFull(ResourceExhausted):
+    """Redis is at `maxmemory` and, with `noeviction` (money is never evicted), refuses
+    every change; a script refused this way has changed nothing (Redis checks memory at a
+    script's first write). Metadata: `scope` ("redis_memory")."""
+
+    reason = "BACKPRESSURE"
 
 
 class PermissionDenied(ObolError):

@@ -145,3 +145,17 @@ def test_other_redis_and_postgres_errors_stay_internal() -> None:
         asyncpg.exceptions.UniqueViolationError("duplicate key"),
     ):
         assert status_from_exception(exc).code == code_pb2.INTERNAL
+
+
+def test_a_full_redis_is_resource_exhausted() -> None:
+    for exc in (
+        redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'"),
+        redis.exceptions.ResponseError(
+            "Error running script (call to f_12c6): @user_script:682: @user_script: 682: "
+            "-OOM command not allowed when used memory > 'maxmemory'."
+        ),
+    ):
+        status = status_from_exception(exc)
+        assert status.code == code_pb2.RESOURCE_EXHAUSTED
+        info = unpack_error_info(status)
+        assert (info.reason, dict(info.metadata)) == ("BACKPRESSURE", {"scope": "redis_memory"})

@@ -1,5 +1,6 @@
 """Redis or Postgres down: the wallet answers UNAVAILABLE (DEPENDENCY_UNAVAILABLE, the
-dependency named, a RetryInfo), never INTERNAL, and serves again once it is back."""
+dependency named, a RetryInfo), never INTERNAL, and serves again once it is back. Redis
+full: RESOURCE_EXHAUSTED, nothing applied."""
 
 from __future__ import annotations
 
@@ -75,3 +76,30 @@ async def test_postgres_down_is_unavailable_and_the_wallet_serves_once_it_is_bac
         private_postgres.start()
         created = await api.stub.CreateWallet(request)
         assert created.wallet.customer_id == customer_id
+
+
+async def test_a_full_redis_refuses_changes_as_resource_exhausted_and_applies_nothing(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    with EmbeddedRedis(tmp_path / "redis", free_port()) as server:
+        async with wallet_api("redis", fresh_database, server.url) as api:
+            wallet_id = await api.wallet(100)
+            request = wallet_pb2.AuthorizeRequest(
+                request_id="authorize-1", wallet=selector(wallet_id), amount=usd(30)
+            )
+            await api.redis.config_set("maxmemory", 1)  # far below its use: full
+            try:
+                with pytest.raises(grpc.aio.AioRpcError) as full:
+                    await api.stub.Authorize(request)
+                assert refusal(full.value) == (
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    "BACKPRESSURE",
+                    {"scope": "redis_memory"},
+                    True,
+                )
+                assert await api.available(wallet_id) == 100  # reads answer; nothing held
+            finally:
+                await api.redis.config_set("maxmemory", 0)
+            answered = await api.stub.Authorize(request)
+            assert answered.held.amount == 30
+            assert await api.available(wallet_id) == 70
