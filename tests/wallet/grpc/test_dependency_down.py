@@ -4,18 +4,21 @@ full: RESOURCE_EXHAUSTED, nothing applied."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import grpc.aio
 import pytest
+import pytest_asyncio
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from obol.wallet.v1 import wallet_pb2
 
 from obol_cli.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 
-from .harness import selector, usd, wallet_api
+from .harness import WalletApi, selector, usd, wallet_api
 
 
 def refusal(err: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str, dict[str, str], bool]:
@@ -29,28 +32,50 @@ def refusal(err: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str, dict[str, 
     return err.code(), info.reason, dict(info.metadata), has_retry
 
 
-async def test_redis_down_is_unavailable_and_the_wallet_serves_once_it_is_back(
-    fresh_database: str, tmp_path: Path
-) -> None:
+@dataclass
+class OwnRedis:
+    """A live wallet on a Redis of its own, a wallet with 100, an Authorize of 30 to send."""
+
+    server: EmbeddedRedis
+    api: WalletApi
+    wallet_id: str
+    authorize: wallet_pb2.AuthorizeRequest
+
+    async def refused(self) -> tuple[grpc.StatusCode, str, dict[str, str], bool]:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await self.api.stub.Authorize(self.authorize)
+        return refusal(refused.value)
+
+    async def answered_once(self) -> None:
+        """The same Authorize now goes through, applied once."""
+        answered = await self.api.stub.Authorize(self.authorize)
+        assert answered.held.amount == 30
+        assert await self.api.available(self.wallet_id) == 70
+
+
+@pytest_asyncio.fixture
+async def own_redis(fresh_database: str, tmp_path: Path) -> AsyncIterator[OwnRedis]:
     with EmbeddedRedis(tmp_path / "redis", free_port()) as server:
         async with wallet_api("redis", fresh_database, server.url) as api:
             wallet_id = await api.wallet(100)
             request = wallet_pb2.AuthorizeRequest(
                 request_id="authorize-1", wallet=selector(wallet_id), amount=usd(30)
             )
-            server.stop()
-            with pytest.raises(grpc.aio.AioRpcError) as down:
-                await api.stub.Authorize(request)
-            assert refusal(down.value) == (
-                grpc.StatusCode.UNAVAILABLE,
-                "DEPENDENCY_UNAVAILABLE",
-                {"dependency": "redis"},
-                True,
-            )
-            server.start()  # the same AOF: the wallet's hot state is back
-            answered = await api.stub.Authorize(request)
-            assert answered.held.amount == 30
-            assert await api.available(wallet_id) == 70
+            yield OwnRedis(server, api, wallet_id, request)
+
+
+async def test_redis_down_is_unavailable_and_the_wallet_serves_once_it_is_back(
+    own_redis: OwnRedis,
+) -> None:
+    own_redis.server.stop()
+    assert await own_redis.refused() == (
+        grpc.StatusCode.UNAVAILABLE,
+        "DEPENDENCY_UNAVAILABLE",
+        {"dependency": "redis"},
+        True,
+    )
+    own_redis.server.start()  # the same AOF: the wallet's hot state is back
+    await own_redis.answered_once()
 
 
 async def test_postgres_down_is_unavailable_and_the_wallet_serves_once_it_is_back(
@@ -79,27 +104,18 @@ async def test_postgres_down_is_unavailable_and_the_wallet_serves_once_it_is_bac
 
 
 async def test_a_full_redis_refuses_changes_as_resource_exhausted_and_applies_nothing(
-    fresh_database: str, tmp_path: Path
+    own_redis: OwnRedis,
 ) -> None:
-    with EmbeddedRedis(tmp_path / "redis", free_port()) as server:
-        async with wallet_api("redis", fresh_database, server.url) as api:
-            wallet_id = await api.wallet(100)
-            request = wallet_pb2.AuthorizeRequest(
-                request_id="authorize-1", wallet=selector(wallet_id), amount=usd(30)
-            )
-            await api.redis.config_set("maxmemory", 1)  # far below its use: full
-            try:
-                with pytest.raises(grpc.aio.AioRpcError) as full:
-                    await api.stub.Authorize(request)
-                assert refusal(full.value) == (
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    "BACKPRESSURE",
-                    {"scope": "redis_memory"},
-                    True,
-                )
-                assert await api.available(wallet_id) == 100  # reads answer; nothing held
-            finally:
-                await api.redis.config_set("maxmemory", 0)
-            answered = await api.stub.Authorize(request)
-            assert answered.held.amount == 30
-            assert await api.available(wallet_id) == 70
+    redis = own_redis.api.redis
+    await redis.config_set("maxmemory", 1)  # far below its use: full
+    try:
+        assert await own_redis.refused() == (
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "BACKPRESSURE",
+            {"scope": "redis_memory"},
+            True,
+        )
+        assert await own_redis.api.available(own_redis.wallet_id) == 100  # nothing held
+    finally:
+        await redis.config_set("maxmemory", 0)
+    await own_redis.answered_once()
