@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar, cast
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.connection import HiredisRespSerializer
-from redis.exceptions import NoScriptError, RedisClusterException, ResponseError
+from redis.exceptions import MovedError, NoScriptError, RedisClusterException, ResponseError
 from redis.typing import EncodableT, KeyT, StreamIdT
 
 from .errors import Unavailable
@@ -287,7 +288,6 @@ async def run_scripts(client: RedisClient, calls: Sequence[ScriptCall]) -> list[
     for attempt in range(2):
         if not todo:
             break
-        routes: dict[int, str] = {}
         try:
             async with client.pipeline(transaction=False) as pipe:
                 for i in todo:
@@ -295,9 +295,11 @@ async def run_scripts(client: RedisClient, calls: Sequence[ScriptCall]) -> list[
                     # As a plain command: redis-py refuses pipe.evalsha on a cluster
                     # pipeline, but routes EVALSHA by its keys' slot like any command.
                     pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-                if acks is not None:
-                    routes = _queue_acks(client, pipe, [calls[i] for i in todo], acks)
-                answers = await pipe.execute(raise_on_error=False)
+                if acks is None:
+                    answers = await pipe.execute(raise_on_error=False)
+                else:
+                    _queue_acks(client, pipe, [calls[i] for i in todo], acks)
+                    answers = await _execute_unredirected(pipe)
         except RedisClusterException as err:
             if acks is None:
                 raise
@@ -309,11 +311,13 @@ async def run_scripts(client: RedisClient, calls: Sequence[ScriptCall]) -> list[
             if isinstance(answer, NoScriptError) and attempt == 0:
                 missing.append(i)
             elif isinstance(answer, Exception):
+                if isinstance(answer, MovedError) and isinstance(client, RedisCluster):
+                    await client.nodes_manager.initialize()  # so that a retry goes right
                 raise answer
             else:
                 replies[i] = answer
         if acks is not None:
-            _check_confirmed(client, answers[len(todo) :], routes, acks)
+            _check_confirmed(answers[len(todo) :], acks)
         for script in {calls[i][0] for i in missing}:
             await script.load()
         todo = missing
@@ -329,31 +333,35 @@ def _strongest_acks(calls: Sequence[ScriptCall]) -> ReplicaAcks | None:
 
 def _queue_acks(
     client: RedisClient, pipe: Any, calls: Sequence[ScriptCall], acks: ReplicaAcks
-) -> dict[int, str]:
+) -> None:
     """After the calls, on each primary they went to: a write to a fence key in one of
     their slots, then WAIT, both on the pipelined connection of the calls.
 
     WAIT confirms the writes its own connection made. The fence makes that cover whatever
     the calls saw, too: a replay answers from a record another connection wrote, maybe
-    not yet replicated. On a cluster WAIT has no key, so it is addressed to the node; the
-    slot-to-node routes used are returned, to be checked against redirects afterwards.
+    not yet replicated. On a cluster WAIT has no key, so it is addressed to the node.
     """
     wait = ("WAIT", acks.replicas, acks.timeout_ms)
     if not isinstance(client, RedisCluster):
         pipe.execute_command("SET", _fence_key(calls[0][1][0]), b"1")
         pipe.execute_command(*wait)
-        return {}
-    routes: dict[int, str] = {}
+        return
     fences: dict[str, tuple[ClusterNode, bytes]] = {}
     for _, keys, _ in calls:
-        slot = client.keyslot(keys[0])
-        node = client.nodes_manager.get_node_from_slot(slot)
-        routes[slot] = node.name
+        node = client.nodes_manager.get_node_from_slot(client.keyslot(keys[0]))
         fences.setdefault(node.name, (node, _fence_key(keys[0])))
     for node, fence in fences.values():
         pipe.execute_command("SET", fence, b"1")
         pipe.execute_command(*wait, target_nodes=node)
-    return routes
+
+
+async def _execute_unredirected(pipe: Pipeline | ClusterPipeline) -> list[Any]:
+    """Run a pipeline whose writes WAITs must cover. On a cluster, redis-py would follow a
+    MOVED/ASK/TRYAGAIN by sending the call again on another connection (or node) than its
+    WAIT's; here such a call comes back as that error instead, having run nowhere."""
+    if isinstance(pipe, ClusterPipeline):
+        return await pipe.execute(raise_on_error=False, allow_redirections=False)
+    return await pipe.execute(raise_on_error=False)
 
 
 def _fence_key(key: KeyT) -> bytes:
@@ -365,22 +373,14 @@ def _fence_key(key: KeyT) -> bytes:
     return b"{" + tag + b"}:replica_fence"
 
 
-def _check_confirmed(
-    client: RedisClient, answers: Sequence[Any], routes: Mapping[int, str], acks: ReplicaAcks
-) -> None:
-    """The fences and WAITs answered, every WAIT with enough replicas, and (cluster) no
-    call redirected: redis-py follows a MOVED/ASK by sending the call again on another
-    node's connection, which the WAITs did not cover."""
+def _check_confirmed(answers: Sequence[Any], acks: ReplicaAcks) -> None:
+    """The fences and WAITs answered, every WAIT with enough replicas."""
     for answer in answers:
         if isinstance(answer, Exception):
             raise answer
     for confirmed in answers[1::2]:
         if int(confirmed) < acks.replicas:
             raise _unconfirmed(acks, int(confirmed), f"within {acks.timeout_ms} ms")
-    if isinstance(client, RedisCluster):
-        for slot, node in routes.items():
-            if client.nodes_manager.get_node_from_slot(slot).name != node:
-                raise _unconfirmed(acks, 0, "the Redis Cluster moved a slot during the call")
 
 
 def _unconfirmed(acks: ReplicaAcks, confirmed: int, why: str) -> ReplicationUnconfirmed:

@@ -14,11 +14,13 @@ from pathlib import Path
 
 import grpc
 import grpc.aio
+import pytest
 import redis
 from obol.wallet.v1 import wallet_pb2
 from redis.crc import key_slot
 
 from obol_cli.embedded import HOST, EmbeddedRedis, EmbeddedRedisCluster
+from obol_core.redis import ReplicaAcks
 from obol_wallet import ledger_queries
 from obol_wallet.partitions import keys_for
 from obol_wallet.reconcile import reconcile
@@ -65,12 +67,21 @@ def move_slot(slot: int, source: EmbeddedRedis, target: EmbeddedRedis) -> int:
         return moved
 
 
+@pytest.mark.parametrize(
+    "acks",
+    [None, ReplicaAcks(replicas=1, timeout_ms=500)],
+    ids=["no-replicas", "replica-acks"],
+)
 async def test_wallets_keep_spending_exactly_once_while_their_slot_moves(
-    fresh_database: str, tmp_path: Path
+    fresh_database: str, tmp_path: Path, acks: ReplicaAcks | None
 ) -> None:
-    cluster = EmbeddedRedisCluster(tmp_path / "cluster", masters=2)
+    """With replica acks (a replica per master), redirects are not followed at all (a
+    redirected call would run on a connection its WAIT does not cover): every call that
+    meets the move is refused, and its retry lands on the new owner."""
+    replicas = 0 if acks is None else 1
+    cluster = EmbeddedRedisCluster(tmp_path / "cluster", masters=2, replicas=replicas)
     with cluster:
-        async with wallet_api("redis", fresh_database, cluster.url) as api:
+        async with wallet_api("redis", fresh_database, cluster.url, replica_acks=acks) as api:
             api.clock.now = time.time_ns() // 1_000_000
             wallets = await wallets_in_one_partition(api, cluster.slot_ranges()[0])
             slot = key_slot(keys_for(wallets[0], PARTITIONS).tag.encode())
