@@ -13,6 +13,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar, cast
 
+import hiredis
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
@@ -175,6 +176,18 @@ class _HiredisPacking(AbstractConnection):
     _serializer: Any = HiredisRespSerializer()  # typed `pack(*args: List)` upstream
 
     def pack_command(self, *args: EncodableT) -> list[bytes]:
+        # Straight to hiredis (str, bytes, int and float it packs as redis-py's serializer
+        # would); the serializer, which first walks every argument in Python, only for a
+        # multi-word command name ("CLIENT KILL") or arguments hiredis refuses (bytearray).
+        name = args[0]
+        one_word = (isinstance(name, str) and " " not in name) or (
+            isinstance(name, bytes) and b" " not in name
+        )
+        if one_word:
+            try:
+                return [hiredis.pack_command(cast(Any, args))]
+            except TypeError:
+                pass
         packed: list[bytes] = self._serializer.pack(*args)
         return packed
 

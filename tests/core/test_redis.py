@@ -9,7 +9,7 @@ import pytest_asyncio
 import redis.exceptions
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.connection import SSLConnection
+from redis.asyncio.connection import Connection, SSLConnection
 
 from obol_core.redis import LuaScript, RedisClient, check_redis, create_redis
 
@@ -67,6 +67,26 @@ async def test_commands_are_packed_by_hiredis_and_round_trip(client: RedisClient
     assert replies[2] == "h\u00e9llo \u20ac".encode()
     assert replies[3] == [b"9007199254740991", b"\x00\xff"]
     assert set(replies[4]) == {"appendonly"}  # redis-py decodes CONFIG GET itself
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("EVALSHA", "f" * 40, 2, b"{p1}:w:a", b"{p1}:i:a", 2**53 - 1, -5, "h\u00e9", b"\x00"),
+        (b"SET", "k", 1.5),
+        ("CLIENT KILL", "TYPE", "replica"),  # a multi-word name is split into words
+        (b"XADD", bytearray(b"s"), b"*", memoryview(b"f"), b"v"),  # hiredis refuses these
+    ],
+)
+async def test_packing_matches_redis_pys_own_packer(
+    client: RedisClient, args: tuple[object, ...]
+) -> None:
+    """Packing straight with hiredis (and falling back to redis-py's hiredis serializer)
+    makes the bytes redis-py's Python packer makes."""
+    assert isinstance(client, Redis)
+    packing = client.connection_pool.connection_class()
+    reference = Connection().pack_command(*args)
+    assert b"".join(packing.pack_command(*args)) == b"".join(reference)
 
 
 async def test_check_redis(client: RedisClient) -> None:
