@@ -9,36 +9,66 @@ even by SIGKILL, the kernel signals each child, so nothing is left running.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import pwd
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-_PR_SET_PDEATHSIG = 1
-_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
-
 Output = int | IO[Any] | None
 
+# The child is started as this small program, which then becomes the real one (exec keeps
+# the pid, the session and the parent-death signal). It runs the setup in a fresh,
+# single-threaded process: a `preexec_fn` would run Python in the forked copy of this
+# process between fork and exec, which is unsafe once it has threads (gRPC's, in a test
+# process or a service) and did crash children now and then (SIGSEGV before exec).
+# It starts as this process's user (so it can run this Python even when that is under
+# /root) and switches to the target user itself, before prctl: a change of user clears
+# the parent-death signal. argv: death signal, parent pid, uid and gid ('' to stay),
+# program, arguments.
+_EXEC_WITH_DEATH_SIGNAL = """
+import ctypes, os, signal, sys
+death, parent, uid, gid, program = sys.argv[1:6]
+for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    signal.signal(sig, signal.SIG_DFL)  # not the parent's handling (or ignoring) of them
+if uid:
+    os.setgroups([])
+    os.setgid(int(gid))
+    os.setuid(int(uid))
+if sys.platform == "linux":
+    ctypes.CDLL(None, use_errno=True).prctl(1, int(death))  # PR_SET_PDEATHSIG
+if os.getppid() != int(parent):  # the parent died before prctl took effect
+    os._exit(1)
+os.execv(program, sys.argv[5:])
+"""
 
-def _child_setup(death_signal: signal.Signals, parent_pid: int) -> Callable[[], None]:
-    """Runs in the forked child, after the switch to the target user and before exec."""
 
-    def setup() -> None:
-        # The child must not inherit obol's own handling (or ignoring) of stop signals.
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_DFL)
-        if _prctl is not None:
-            _prctl(_PR_SET_PDEATHSIG, int(death_signal))
-        if os.getppid() != parent_pid:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return setup
+def _launcher(
+    death_signal: signal.Signals,
+    argv: Sequence[str | Path],
+    env: Mapping[str, str] | None,
+    user: pwd.struct_passwd | None,
+) -> list[str]:
+    search_path = (os.environ if env is None else env).get("PATH", os.defpath)
+    program = shutil.which(str(argv[0]), path=search_path) or str(argv[0])
+    return [
+        sys.executable,
+        "-I",  # isolated: no site-packages, no PYTHON* variables, nothing from the cwd
+        "-S",
+        "-c",
+        _EXEC_WITH_DEATH_SIGNAL,
+        str(int(death_signal)),
+        str(os.getpid()),
+        "" if user is None else str(user.pw_uid),
+        "" if user is None else str(user.pw_gid),
+        program,
+        *(str(arg) for arg in argv[1:]),
+    ]
 
 
 def spawn(
@@ -58,17 +88,13 @@ def spawn(
     `user` runs the child as that account (the caller must be root).
     """
     return subprocess.Popen(
-        [str(arg) for arg in argv],
+        _launcher(death_signal, argv, env, user),
         env=None if env is None else dict(env),
         stdin=subprocess.DEVNULL,
         stdout=stdout,
         stderr=stderr,
         cwd=cwd,
         start_new_session=True,
-        preexec_fn=_child_setup(death_signal, os.getpid()),
-        user=None if user is None else user.pw_uid,
-        group=None if user is None else user.pw_gid,
-        extra_groups=None if user is None else [],
     )
 
 

@@ -53,6 +53,7 @@ __all__ = [
     "Unauthenticated",
     "Unavailable",
     "ValidationFailed",
+    "dependency_unavailable",
     "status_from_exception",
     "to_rpc_status",
 ]

@@ -16,7 +16,7 @@ import asyncpg
 from google.protobuf.message import Message
 from obol.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 
-from obol_core.errors import InvalidArgument, ObolError, to_rpc_status
+from obol_core.errors import InvalidArgument, ObolError, dependency_unavailable, to_rpc_status
 from obol_core.grpc_server import Context
 from obol_core.idempotency import request_fingerprint, run_once
 from obol_core.money import Money
@@ -746,8 +746,10 @@ class WalletService(wallet_pb2_grpc.WalletServiceServicer):
         self, request_iterator: object, context: Context
     ) -> AsyncIterator[wallet_pb2.MeterResponse]:
         # Each message is validated and answered on its own: a bad or refused action gets an
-        # error result under its sequence and the stream goes on. Actions run in the order
-        # sent, so actions on one hold apply in order.
+        # error result under its sequence and the stream goes on; so does one that met Redis
+        # or Postgres down (UNAVAILABLE, retryable), so a high-volume caller keeps its stream
+        # through an outage. Actions run in the order sent, so actions on one hold apply in
+        # order.
         async for message in raw_requests(context):
             yield await self._meter_one(message)
 
@@ -777,6 +779,10 @@ class WalletService(wallet_pb2_grpc.WalletServiceServicer):
                 response.extend_hold.CopyFrom(await self._extend_hold(message.extend_hold))
         except ObolError as err:
             response.error.CopyFrom(to_rpc_status(err))
+        except Exception as err:
+            if (outage := dependency_unavailable(err)) is None:
+                raise
+            response.error.CopyFrom(to_rpc_status(outage))
         return response
 
     # ---- ledger (Postgres, the system of record; the Redis backend's entries appear once

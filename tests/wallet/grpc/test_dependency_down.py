@@ -4,6 +4,7 @@ full: RESOURCE_EXHAUSTED, nothing applied."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,3 +120,36 @@ async def test_a_full_redis_refuses_changes_as_resource_exhausted_and_applies_no
     finally:
         await redis.config_set("maxmemory", 0)
     await own_redis.answered_once()
+
+
+async def test_a_meter_stream_answers_an_outage_per_message_and_goes_on(
+    own_redis: OwnRedis,
+) -> None:
+    """Redis stops while a Meter stream is open: the action meeting the outage gets an
+    UNAVAILABLE error under its sequence, the stream stays open, and the same action sent
+    again once Redis is back is applied (once)."""
+    api, authorize = own_redis.api, own_redis.authorize
+    outbox: asyncio.Queue[wallet_pb2.MeterRequest | None] = asyncio.Queue()
+
+    async def requests() -> AsyncIterator[wallet_pb2.MeterRequest]:
+        while (message := await outbox.get()) is not None:
+            yield message
+
+    stream = api.stub.Meter(requests())
+    own_redis.server.stop()
+    await outbox.put(wallet_pb2.MeterRequest(sequence=1, authorize=authorize))
+    refused = await stream.read()
+    assert refused.sequence == 1
+    assert refused.error.code == grpc.StatusCode.UNAVAILABLE.value[0]
+    info = error_details_pb2.ErrorInfo()
+    assert any(detail.Unpack(info) for detail in refused.error.details)
+    assert (info.reason, info.metadata["dependency"]) == ("DEPENDENCY_UNAVAILABLE", "redis")
+
+    own_redis.server.start()
+    await outbox.put(wallet_pb2.MeterRequest(sequence=2, authorize=authorize))
+    answered = await stream.read()
+    assert answered.sequence == 2
+    assert answered.authorize.held.amount == 30
+    await outbox.put(None)
+    assert await stream.read() is grpc.aio.EOF
+    assert await api.available(own_redis.wallet_id) == 70
