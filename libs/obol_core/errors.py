@@ -53,7 +53,7 @@ __all__ = [
     "Unauthenticated",
     "Unavailable",
     "ValidationFailed",
-    "dependency_unavailable",
+    "dependency_failure",
     "status_from_exception",
     "to_rpc_status",
 ]
@@ -172,6 +172,14 @@ class DependencyUnavailable(Unavailable):
     reason = "DEPENDENCY_UNAVAILABLE"
 
 
+class StoreFull(ResourceExhausted):
+    """Redis is at `maxmemory` and, with `noeviction` (money is never evicted), refuses
+    every change; a script refused this way has changed nothing (Redis checks memory at a
+    script's first write). Metadata: `scope` ("redis_memory")."""
+
+    reason = "BACKPRESSURE"
+
+
 # Exceptions that mean "a dependency is down or unreachable right now", not a bug: the
 # client should retry. Redis: no connection or no answer in time, loading its data, a
 # cluster without a master for a slot or whose redirects did not settle, a replica
@@ -206,9 +214,9 @@ _DEPENDENCY_ERRORS: tuple[tuple[tuple[type[BaseException], ...], str], ...] = (
 _REDIS_OOM = "OOM command not allowed"
 
 
-def dependency_unavailable(exc: BaseException) -> ObolError | None:
-    """The retryable status that `exc` stands for, if it is a dependency failure: a full
-    Redis is RESOURCE_EXHAUSTED, a dependency down or unreachable UNAVAILABLE."""
+def dependency_failure(exc: BaseException) -> ObolError | None:
+    """The retryable error that `exc` stands for if a dependency failed, else None: a
+    full Redis is RESOURCE_EXHAUSTED, a dependency down or unreachable UNAVAILABLE."""
     if isinstance(exc, redis.exceptions.OutOfMemoryError) or (
         # A script's refused write comes back as a script error quoting Redis's reply.
         isinstance(exc, redis.exceptions.ResponseError) and _REDIS_OOM in str(exc)
@@ -228,14 +236,6 @@ def dependency_unavailable(exc: BaseException) -> ObolError | None:
                 retry_delay_seconds=1.0,
             )
     return None
-
-
-class StoreFull(ResourceExhausted):
-    """Redis is at `maxmemory` and, with `noeviction` (money is never evicted), refuses
-    every change; a script refused this way has changed nothing (Redis checks memory at a
-    script's first write). Metadata: `scope` ("redis_memory")."""
-
-    reason = "BACKPRESSURE"
 
 
 class PermissionDenied(ObolError):
@@ -299,8 +299,8 @@ def status_from_exception(exc: BaseException) -> status_pb2.Status:
     """
     if isinstance(exc, ObolError):
         return to_rpc_status(exc)
-    if (unavailable := dependency_unavailable(exc)) is not None:
-        return to_rpc_status(unavailable)
+    if (failure := dependency_failure(exc)) is not None:
+        return to_rpc_status(failure)
     if isinstance(exc, grpc.aio.AioRpcError) and exc.code() in (
         grpc.StatusCode.UNAVAILABLE,
         grpc.StatusCode.DEADLINE_EXCEEDED,

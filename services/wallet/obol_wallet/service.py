@@ -16,7 +16,7 @@ import asyncpg
 from google.protobuf.message import Message
 from obol.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 
-from obol_core.errors import InvalidArgument, ObolError, dependency_unavailable, to_rpc_status
+from obol_core.errors import InvalidArgument, ObolError, dependency_failure, to_rpc_status
 from obol_core.grpc_server import Context
 from obol_core.idempotency import request_fingerprint, run_once
 from obol_core.money import Money
@@ -780,7 +780,7 @@ class WalletService(wallet_pb2_grpc.WalletServiceServicer):
         except ObolError as err:
             response.error.CopyFrom(to_rpc_status(err))
         except Exception as err:
-            if (outage := dependency_unavailable(err)) is None:
+            if (outage := dependency_failure(err)) is None:
                 raise
             response.error.CopyFrom(to_rpc_status(outage))
         return response
