@@ -649,7 +649,8 @@ class EmbeddedRedisCluster:
             # refuses to stop on SIGTERM).
             infos = [client.info("replication") | client.info("persistence") for client in replicas]
             if all(
-                info.get("master_link_status") == "up"
+                # A node formed as a replica may be a master since a failover.
+                (info.get("role") == "master" or info.get("master_link_status") == "up")
                 and info.get("aof_rewrite_in_progress") == 0
                 and info.get("aof_rewrite_scheduled") == 0
                 for info in infos
