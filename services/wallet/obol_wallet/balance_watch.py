@@ -1,8 +1,9 @@
 """Balance watch: a stream of wallet states, one per change.
 
-It polls each watched wallet's balance version (one cheap read per wallet per interval,
-on either backend) and yields the wallet whenever the version moved; the first state of
-every wallet is yielded at once. Watching by customer picks up wallets created later.
+It polls each watched wallet's balance (one read per wallet per interval, on either
+backend; the read settles time, so an expiry moves the version too) and, only when its
+version moved, reads the grants and yields the wallet; the first state of every wallet is
+yielded at once. Watching by customer picks up wallets created later.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from . import wallets
 from .core import WalletCore, WalletView
-from .wallets import WalletRecord, WalletSelector
+from .wallets import WalletRecord
 
 POLL_INTERVAL_SECONDS = 0.2
 # With a customer, how many polls between re-reading the customer's list of wallets.
@@ -36,8 +37,10 @@ async def watch_balances(
             )
         polls += 1
         for record in records:
-            view = await core.view(WalletSelector(wallet_id=record.wallet_id))
-            if versions.get(record.wallet_id) != view.balance.version:
-                versions[record.wallet_id] = view.balance.version
-                yield view
+            now_ms = core.clock.now_ms()
+            balance = await core.backend.balance(record.wallet_id, now_ms)
+            if versions.get(record.wallet_id) != balance.version:
+                versions[record.wallet_id] = balance.version
+                grants = await core.backend.grants(record.wallet_id, now_ms)
+                yield WalletView(record, balance, grants)
         await asyncio.sleep(interval_seconds)
