@@ -8,15 +8,13 @@ from collections import Counter
 from collections.abc import Awaitable, Mapping
 
 import grpc.aio
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from obol.wallet.v1 import wallet_pb2
 from redis.crc import key_slot
 
 from obol_cli.embedded import EmbeddedRedisCluster
 from obol_wallet.partitions import keys_for
 
-from ..grpc.harness import PARTITIONS, WalletApi, selector, usd
+from ..grpc.harness import PARTITIONS, WalletApi, reason_of, selector, usd
 
 DOLLAR = 1_000_000_000
 
@@ -63,25 +61,13 @@ async def wallets_on_every_master(
     raise AssertionError(f"60 wallets landed on masters {sorted(found)} only")
 
 
-def reason(err: grpc.aio.AioRpcError) -> tuple[str, dict[str, str]]:
-    """The ErrorInfo reason and metadata of a refused RPC."""
-    status = rpc_status.from_call(err)
-    assert status is not None
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info.reason, dict(info.metadata)
-    raise AssertionError(f"no ErrorInfo in {err}")
-
-
 async def outcomes(calls: list[Awaitable[object]]) -> Counter[str]:
     """Run the calls concurrently; count `OK` and each refusal reason."""
     results = await asyncio.gather(*calls, return_exceptions=True)
     counts: Counter[str] = Counter()
     for result in results:
         if isinstance(result, grpc.aio.AioRpcError):
-            counts[reason(result)[0]] += 1
+            counts[reason_of(result)[0]] += 1
         elif isinstance(result, BaseException):
             raise result
         else:

@@ -17,8 +17,8 @@ from redis.exceptions import MovedError
 
 from obol_cli.embedded import EmbeddedRedisCluster
 
-from ..grpc.harness import WalletApi, selector, usd
-from .support import DOLLAR, reason, wallet_key, wallets_on_every_master
+from ..grpc.harness import WalletApi, reason_of, selector, usd
+from .support import DOLLAR, wallet_key, wallets_on_every_master
 
 FAILED_PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION.value[0]
 
@@ -108,7 +108,7 @@ async def test_grant_authorize_capture_void_charge_and_get_wallet_on_every_maste
             await api.stub.Void(
                 wallet_pb2.VoidRequest(request_id="void-2", hold_id=voided_hold.hold_id)
             )
-        assert reason(again.value)[0] == "HOLD_VOIDED"
+        assert reason_of(again.value)[0] == "HOLD_VOIDED"
 
         charged = await api.stub.Charge(
             wallet_pb2.ChargeRequest(
@@ -124,7 +124,7 @@ async def test_grant_authorize_capture_void_charge_and_get_wallet_on_every_maste
                 )
             )
         assert too_much.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-        refusal, metadata = reason(too_much.value)
+        refusal, metadata = reason_of(too_much.value)
         assert refusal == "INSUFFICIENT_FUNDS"
         assert (metadata["available"], metadata["required"]) == (str(4 * DOLLAR), str(10 * DOLLAR))
 

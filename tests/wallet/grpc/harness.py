@@ -11,9 +11,13 @@ import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 import asyncpg
 import grpc.aio
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 from obol.type.v1 import money_pb2
 from obol.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 
@@ -31,6 +35,8 @@ from obol_wallet.redis_backend import RedisBackend
 from obol_wallet.schema import MIGRATIONS_DIR, SCHEMA
 from obol_wallet.service import SERVICE_NAME, WalletService
 from obol_wallet.writebehind import WriteBehind
+
+_Detail = TypeVar("_Detail", bound=Message)
 
 PARTITIONS = 16
 START_MS = 1_800_000_000_000
@@ -117,6 +123,47 @@ def usd(amount: int) -> money_pb2.Money:
 
 def selector(wallet_id: str) -> wallet_pb2.WalletSelector:
     return wallet_pb2.WalletSelector(wallet_id=wallet_id)
+
+
+def _details(err: grpc.aio.AioRpcError) -> list[object]:
+    status = rpc_status.from_call(err)
+    assert status is not None, f"no rich status in {err}"
+    return list(status.details)
+
+
+def _unpacked(err: grpc.aio.AioRpcError, kind: type[_Detail]) -> list[_Detail]:
+    found = []
+    for detail in _details(err):
+        message = kind()
+        if detail.Unpack(message):  # type: ignore[attr-defined]
+            found.append(message)
+    return found
+
+
+def reason_of(err: grpc.aio.AioRpcError) -> tuple[str, dict[str, str]]:
+    """The ErrorInfo reason and metadata of a refused RPC."""
+    infos = _unpacked(err, error_details_pb2.ErrorInfo)
+    assert infos, f"no ErrorInfo in {err}"
+    return infos[0].reason, dict(infos[0].metadata)
+
+
+def field_violations(err: grpc.aio.AioRpcError) -> list[str]:
+    """The fields a refusal's BadRequest names."""
+    return [
+        v.field
+        for bad in _unpacked(err, error_details_pb2.BadRequest)
+        for v in bad.field_violations
+    ]
+
+
+def reason_and_fields(err: grpc.aio.AioRpcError) -> tuple[str, list[str]]:
+    return reason_of(err)[0], field_violations(err)
+
+
+def retry_info(err: grpc.aio.AioRpcError) -> error_details_pb2.RetryInfo | None:
+    """The refusal's RetryInfo, if it came with one."""
+    retries = _unpacked(err, error_details_pb2.RetryInfo)
+    return retries[0] if retries else None
 
 
 def _settings() -> CommonSettings:

@@ -11,8 +11,6 @@ import grpc
 import grpc.aio
 import pytest
 from google.protobuf.duration_pb2 import Duration
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from obol.type.v1 import money_pb2
 from obol.wallet.v1 import wallet_pb2
 
@@ -20,26 +18,9 @@ from obol_wallet.auto_top_up import LEASE_MS, RETRY_BASE_MS, AutoTopUpWorker
 from obol_wallet.model import TopUpAttempt, WalletEvent
 from obol_wallet.payments import PaymentResult, SandboxPaymentProvider
 
-from .harness import USD, WalletApi, selector, usd
+from .harness import USD, WalletApi, reason_and_fields, selector, usd
 
 DOLLAR = 1_000_000_000
-
-
-def _error(err: grpc.aio.AioRpcError) -> tuple[str, list[str]]:
-    """The ErrorInfo reason and the BadRequest fields of a refusal."""
-    status = rpc_status.from_call(err)
-    assert status is not None
-    reason, fields = "", []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            reason = info.reason
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            fields += [v.field for v in bad.field_violations]
-    return reason, fields
 
 
 def _rule(
@@ -141,7 +122,7 @@ async def test_set_get_replace_and_delete_a_rule(api: WalletApi) -> None:
     assert await api.stub.SetAutoTopUpRule(first) == set_reply
     with pytest.raises(grpc.aio.AioRpcError) as reused:
         await api.stub.SetAutoTopUpRule(_rule(wallet_id, "rule-1", threshold=DOLLAR))
-    assert _error(reused.value)[0] == "IDEMPOTENCY_KEY_REUSED"
+    assert reason_and_fields(reused.value)[0] == "IDEMPOTENCY_KEY_REUSED"
 
     # Set replaces the whole rule.
     api.clock.advance(1000)
@@ -166,7 +147,7 @@ async def test_set_get_replace_and_delete_a_rule(api: WalletApi) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as missing:
             await call
         assert missing.value.code() == grpc.StatusCode.NOT_FOUND
-        assert _error(missing.value)[0] == "RESOURCE_NOT_FOUND"
+        assert reason_and_fields(missing.value)[0] == "RESOURCE_NOT_FOUND"
 
     # A deleted rule no longer fires.
     assert not await _charge(api, wallet_id, 90 * DOLLAR, "after-delete")
@@ -212,7 +193,7 @@ async def test_bad_rules_are_refused_naming_the_field(
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await api.stub.SetAutoTopUpRule(request)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    got_reason, fields = _error(refused.value)
+    got_reason, fields = reason_and_fields(refused.value)
     assert got_reason == reason
     if field:
         assert field in fields
@@ -226,7 +207,7 @@ async def test_bad_rules_are_refused_naming_the_field(
 async def test_rules_of_unknown_wallets_are_refused(api: WalletApi) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as unknown:
         await api.stub.SetAutoTopUpRule(_rule("wal_01JUNKNOWNUNKNOWNUNKNOWN00", "r"))
-    assert (unknown.value.code(), _error(unknown.value)[0]) == (
+    assert (unknown.value.code(), reason_and_fields(unknown.value)[0]) == (
         grpc.StatusCode.NOT_FOUND,
         "UNKNOWN_WALLET",
     )

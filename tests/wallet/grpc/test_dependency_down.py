@@ -14,23 +14,17 @@ import grpc.aio
 import pytest
 import pytest_asyncio
 from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from obol.wallet.v1 import wallet_pb2
 
 from obol_cli.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 
-from .harness import WalletApi, selector, usd, wallet_api
+from .harness import WalletApi, reason_of, retry_info, selector, usd, wallet_api
 
 
 def refusal(err: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str, dict[str, str], bool]:
     """Code, ErrorInfo reason and metadata, and whether a RetryInfo came with it."""
-    status = rpc_status.from_call(err)
-    assert status is not None
-    info, retry = error_details_pb2.ErrorInfo(), error_details_pb2.RetryInfo()
-    has_info = any(detail.Unpack(info) for detail in status.details)
-    has_retry = any(detail.Unpack(retry) for detail in status.details)
-    assert has_info
-    return err.code(), info.reason, dict(info.metadata), has_retry
+    reason, metadata = reason_of(err)
+    return err.code(), reason, metadata, retry_info(err) is not None
 
 
 @dataclass

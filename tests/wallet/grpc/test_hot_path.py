@@ -9,37 +9,12 @@ import grpc
 import grpc.aio
 import pytest
 from google.protobuf.duration_pb2 import Duration
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from obol.type.v1 import money_pb2
 from obol.wallet.v1 import wallet_pb2
 
-from .harness import USD, WalletApi, selector, usd
+from .harness import USD, WalletApi, field_violations, reason_of, selector, usd
 
 DOLLAR = 1_000_000_000
-
-
-def _reason(err: grpc.aio.AioRpcError) -> tuple[str, dict[str, str]]:
-    status = rpc_status.from_call(err)
-    assert status is not None
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info.reason, dict(info.metadata)
-    raise AssertionError("no ErrorInfo")
-
-
-def _fields(err: grpc.aio.AioRpcError) -> list[str]:
-    status = rpc_status.from_call(err)
-    assert status is not None
-    fields = []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            fields += [v.field for v in bad.field_violations]
-    return fields
 
 
 def _authorize(
@@ -58,7 +33,7 @@ async def _outcomes(calls: list[asyncio.Future[object]] | list[object]) -> Count
     counts: Counter[str] = Counter()
     for result in results:
         if isinstance(result, grpc.aio.AioRpcError):
-            counts[_reason(result)[0]] += 1
+            counts[reason_of(result)[0]] += 1
         elif isinstance(result, BaseException):
             raise result
         else:
@@ -94,7 +69,7 @@ async def test_insufficient_funds_names_available_and_required(api: WalletApi) -
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await api.stub.Authorize(_authorize(wallet_id, 6 * DOLLAR, "too-much"))
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    reason, metadata = _reason(caught.value)
+    reason, metadata = reason_of(caught.value)
     assert reason == "INSUFFICIENT_FUNDS"
     assert metadata["available"] == str(5 * DOLLAR)
     assert metadata["required"] == str(6 * DOLLAR)
@@ -108,7 +83,7 @@ async def test_holds_count_against_the_balance(api: WalletApi) -> None:
             await api.stub.Authorize(_authorize(wallet_id, DOLLAR, f"hold-{i}"))
             accepted += 1
         except grpc.aio.AioRpcError as err:
-            assert _reason(err)[0] == "INSUFFICIENT_FUNDS"
+            assert reason_of(err)[0] == "INSUFFICIENT_FUNDS"
     assert accepted == 5
     assert await api.available(wallet_id) == 0
 
@@ -143,10 +118,10 @@ async def test_capture_less_releases_the_rest_and_resolves_once(api: WalletApi) 
         await api.stub.Capture(
             wallet_pb2.CaptureRequest(request_id="cap-2", hold_id=hold.hold_id, amount=usd(1))
         )
-    assert _reason(twice.value)[0] == "HOLD_ALREADY_CAPTURED"
+    assert reason_of(twice.value)[0] == "HOLD_ALREADY_CAPTURED"
     with pytest.raises(grpc.aio.AioRpcError) as void_after:
         await api.stub.Void(wallet_pb2.VoidRequest(request_id="void-1", hold_id=hold.hold_id))
-    assert _reason(void_after.value)[0] == "HOLD_ALREADY_CAPTURED"
+    assert reason_of(void_after.value)[0] == "HOLD_ALREADY_CAPTURED"
     assert await api.available(wallet_id) == 4 * DOLLAR
 
 
@@ -159,7 +134,7 @@ async def test_void_then_capture_is_refused(api: WalletApi) -> None:
         await api.stub.Capture(
             wallet_pb2.CaptureRequest(request_id="v-cap", hold_id=hold.hold_id, amount=usd(1))
         )
-    assert _reason(caught.value)[0] == "HOLD_VOIDED"
+    assert reason_of(caught.value)[0] == "HOLD_VOIDED"
 
 
 async def test_expired_hold_releases_itself_and_cannot_be_captured(api: WalletApi) -> None:
@@ -172,7 +147,7 @@ async def test_expired_hold_releases_itself_and_cannot_be_captured(api: WalletAp
         await api.stub.Capture(
             wallet_pb2.CaptureRequest(request_id="e-cap", hold_id=hold.hold_id, amount=usd(1))
         )
-    assert _reason(caught.value)[0] == "HOLD_EXPIRED"
+    assert reason_of(caught.value)[0] == "HOLD_EXPIRED"
 
 
 async def test_overcapture_only_when_allowed_and_only_from_free_balance(api: WalletApi) -> None:
@@ -185,7 +160,7 @@ async def test_overcapture_only_when_allowed_and_only_from_free_balance(api: Wal
                 request_id="o-1", hold_id=hold.hold_id, amount=usd(3 * DOLLAR)
             )
         )
-    assert _reason(refused.value)[0] == "CAPTURE_EXCEEDS_HOLD"
+    assert reason_of(refused.value)[0] == "CAPTURE_EXCEEDS_HOLD"
     # Free balance is 1: capturing 4 would eat the other hold's reservation.
     with pytest.raises(grpc.aio.AioRpcError) as short:
         await api.stub.Capture(
@@ -196,7 +171,7 @@ async def test_overcapture_only_when_allowed_and_only_from_free_balance(api: Wal
                 allow_overcapture=True,
             )
         )
-    assert _reason(short.value)[0] == "INSUFFICIENT_FUNDS"
+    assert reason_of(short.value)[0] == "INSUFFICIENT_FUNDS"
     done = await api.stub.Capture(
         wallet_pb2.CaptureRequest(
             request_id="o-3", hold_id=hold.hold_id, amount=usd(3 * DOLLAR), allow_overcapture=True
@@ -255,7 +230,7 @@ async def test_an_expired_grant_is_never_spent(api: WalletApi) -> None:
                 request_id="exp-charge", wallet=selector(wallet_id), amount=usd(1)
             )
         )
-    assert _reason(caught.value)[0] == "INSUFFICIENT_FUNDS"
+    assert reason_of(caught.value)[0] == "INSUFFICIENT_FUNDS"
     assert await api.available(wallet_id) == 0
 
 
@@ -266,7 +241,7 @@ async def test_frozen_wallet_refuses_spends(api: WalletApi) -> None:
     )
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await api.stub.Authorize(_authorize(wallet_id, DOLLAR, "fr-auth"))
-    assert _reason(caught.value)[0] == "WALLET_FROZEN"
+    assert reason_of(caught.value)[0] == "WALLET_FROZEN"
     await api.stub.UnfreezeWallet(
         wallet_pb2.UnfreezeWalletRequest(request_id="unfr", wallet_id=wallet_id)
     )
@@ -290,7 +265,7 @@ async def test_overdraft_lets_available_go_to_minus_the_limit_and_no_further(
         await api.stub.Charge(
             wallet_pb2.ChargeRequest(request_id="od-2", wallet=selector(wallet_id), amount=usd(1))
         )
-    assert _reason(caught.value)[0] == "INSUFFICIENT_FUNDS"
+    assert reason_of(caught.value)[0] == "INSUFFICIENT_FUNDS"
 
 
 async def test_idempotency_same_request_replays_different_request_is_refused(
@@ -304,7 +279,7 @@ async def test_idempotency_same_request_replays_different_request_is_refused(
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await api.stub.Authorize(_authorize(wallet_id, 2 * DOLLAR, "idem-1"))
     assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
-    assert _reason(caught.value)[0] == "IDEMPOTENCY_KEY_REUSED"
+    assert reason_of(caught.value)[0] == "IDEMPOTENCY_KEY_REUSED"
 
 
 async def test_refund_of_a_top_up_within_its_remaining(api: WalletApi) -> None:
@@ -328,7 +303,7 @@ async def test_refund_of_a_top_up_within_its_remaining(api: WalletApi) -> None:
                 request_id="rf-1", grant_id=top_up.grant.grant_id, amount=usd(4 * DOLLAR)
             )
         )
-    assert _reason(caught.value)[0] == "REFUND_EXCEEDS_REMAINING"
+    assert reason_of(caught.value)[0] == "REFUND_EXCEEDS_REMAINING"
     refunded = await api.stub.RefundGrant(
         wallet_pb2.RefundGrantRequest(
             request_id="rf-2", grant_id=top_up.grant.grant_id, amount=usd(3 * DOLLAR)
@@ -348,7 +323,9 @@ async def test_hostile_amounts_name_the_field_and_change_nothing(
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await api.stub.Authorize(_authorize(wallet_id, amount, f"hostile-{amount}"))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert any(f.startswith(field) for f in _fields(caught.value)), _fields(caught.value)
+    assert any(f.startswith(field) for f in field_violations(caught.value)), field_violations(
+        caught.value
+    )
     assert await api.available(wallet_id) == 5 * DOLLAR
 
 
@@ -363,27 +340,27 @@ async def test_hostile_references_are_refused(api: WalletApi) -> None:
             )
         )
     assert asset.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert _reason(asset.value)[0] == "ASSET_MISMATCH"
+    assert reason_of(asset.value)[0] == "ASSET_MISMATCH"
     with pytest.raises(grpc.aio.AioRpcError) as customer:
         await api.stub.CreateWallet(
             wallet_pb2.CreateWalletRequest(
                 request_id="h-cust", customer_id="cus_nobody", asset_code=USD
             )
         )
-    assert _reason(customer.value)[0] == "UNKNOWN_CUSTOMER"
+    assert reason_of(customer.value)[0] == "UNKNOWN_CUSTOMER"
     with pytest.raises(grpc.aio.AioRpcError) as unknown_asset:
         await api.stub.CreateWallet(
             wallet_pb2.CreateWalletRequest(
                 request_id="h-asset", customer_id=await api.customer(), asset_code="XYZ"
             )
         )
-    assert _reason(unknown_asset.value)[0] == "UNKNOWN_ASSET"
+    assert reason_of(unknown_asset.value)[0] == "UNKNOWN_ASSET"
     with pytest.raises(grpc.aio.AioRpcError) as long_id:
         await api.stub.Authorize(_authorize(wallet_id, 1, "x" * 129))
-    assert "request_id" in _fields(long_id.value)
+    assert "request_id" in field_violations(long_id.value)
     with pytest.raises(grpc.aio.AioRpcError) as hold:
         await api.stub.Capture(
             wallet_pb2.CaptureRequest(request_id="h-hold", hold_id="hld_nope", amount=usd(1))
         )
-    assert _reason(hold.value)[0] == "UNKNOWN_HOLD"
+    assert reason_of(hold.value)[0] == "UNKNOWN_HOLD"
     assert await api.available(wallet_id) == 5 * DOLLAR

@@ -10,8 +10,6 @@ import grpc
 import grpc.aio
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from obol.type.v1 import time_range_pb2
 from obol.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 
@@ -22,7 +20,7 @@ from obol_core.settings import CommonSettings
 from obol_wallet.core import WalletCore
 from obol_wallet.service import SERVICE_NAME, WalletService
 
-from .harness import PARTITIONS, WalletApi, selector, usd
+from .harness import PARTITIONS, WalletApi, reason_and_fields, selector, usd
 
 DOLLAR = 1_000_000_000
 LOW = wallet_pb2.WALLET_EVENT_KIND_LOW_BALANCE
@@ -30,23 +28,6 @@ DEPLETED = wallet_pb2.WALLET_EVENT_KIND_DEPLETED
 SUCCEEDED = wallet_pb2.WALLET_EVENT_KIND_AUTO_TOP_UP_SUCCEEDED
 FAILED = wallet_pb2.WALLET_EVENT_KIND_AUTO_TOP_UP_FAILED
 DISABLED = wallet_pb2.WALLET_EVENT_KIND_AUTO_TOP_UP_DISABLED
-
-
-def _error(err: grpc.aio.AioRpcError) -> tuple[str, list[str]]:
-    """The ErrorInfo reason and the BadRequest fields of a refusal."""
-    status = rpc_status.from_call(err)
-    assert status is not None
-    reason, fields = "", []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            reason = info.reason
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            fields += [v.field for v in bad.field_violations]
-    return reason, fields
 
 
 def _ms(ms: int, extra_nanos: int = 0) -> Timestamp:
@@ -367,7 +348,7 @@ async def test_bad_list_wallet_events_requests_are_refused_naming_the_field(
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await _list(api, wallet_id, **fields)
     assert refused.value.code() == code
-    assert _error(refused.value) == (reason, [field])
+    assert reason_and_fields(refused.value) == (reason, [field])
     assert await _all(api, wallet_id) == before  # nothing changed
 
 
@@ -386,11 +367,11 @@ async def test_events_of_unknown_or_unnamed_wallets_are_refused(api: WalletApi) 
     ):
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await api.stub.ListWalletEvents(wallet_pb2.ListWalletEventsRequest(wallet=wallet))
-        assert (refused.value.code(), _error(refused.value)[0]) == (code, reason)
+        assert (refused.value.code(), reason_and_fields(refused.value)[0]) == (code, reason)
     with pytest.raises(grpc.aio.AioRpcError) as unnamed:
         await api.stub.ListWalletEvents(wallet_pb2.ListWalletEventsRequest())
     assert unnamed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert _error(unnamed.value) == ("VALIDATION_FAILED", ["wallet"])
+    assert reason_and_fields(unnamed.value) == ("VALIDATION_FAILED", ["wallet"])
 
 
 # ---- scope ----

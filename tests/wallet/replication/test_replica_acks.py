@@ -14,8 +14,6 @@ import grpc
 import grpc.aio
 import pytest
 import redis
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from obol.wallet.v1 import wallet_pb2
 
 from obol_core.redis import RedisClient, ReplicaAcks, ReplicationUnconfirmed, create_redis
@@ -23,7 +21,7 @@ from obol_wallet.errors import InsufficientFunds
 from obol_wallet.model import AuthorizeResult
 from obol_wallet.redis_backend import RedisBackend
 
-from ..grpc.harness import selector, usd, wallet_api
+from ..grpc.harness import reason_of, retry_info, selector, usd, wallet_api
 from ..redis.helpers import PARTITIONS, Harness
 from .conftest import Replicated
 
@@ -203,13 +201,11 @@ async def test_grpc_refuses_an_unconfirmed_change_as_unavailable_with_a_retry_de
         with replica_cut_off(replicated), pytest.raises(grpc.aio.AioRpcError) as refused:
             await api.stub.Authorize(request)
         assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
-        status = rpc_status.from_call(refused.value)
-        assert status is not None
-        info, retry = error_details_pb2.ErrorInfo(), error_details_pb2.RetryInfo()
-        assert any(detail.Unpack(info) for detail in status.details)
-        assert any(detail.Unpack(retry) for detail in status.details)
-        assert info.reason == "REPLICATION_UNCONFIRMED"
-        assert info.metadata["required_replicas"] == "1"
+        reason, metadata = reason_of(refused.value)
+        retry = retry_info(refused.value)
+        assert reason == "REPLICATION_UNCONFIRMED"
+        assert metadata["required_replicas"] == "1"
+        assert retry is not None
         assert retry.retry_delay.seconds == 1
 
         replicated.wait_in_sync()
