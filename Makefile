@@ -8,17 +8,18 @@ BIN := $(VENV)/bin
 GEN_STAMP := build/gen/.stamp
 VENV_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
+REDIS_STAMP := $(VENV)/opt/redis/VERSION
 PROTO_SOURCES := $(shell find protos -name '*.proto' 2>/dev/null)
 
 .PHONY: run test lint protos bench clean install
 
-run: $(VENV_STAMP) $(GEN_STAMP)
+run: $(VENV_STAMP) $(REDIS_STAMP) $(GEN_STAMP)
 	$(BIN)/obol run
 
-test: $(VENV_STAMP) $(GEN_STAMP) $(NODE_STAMP)
+test: $(VENV_STAMP) $(REDIS_STAMP) $(GEN_STAMP) $(NODE_STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-bench: $(VENV_STAMP) $(GEN_STAMP)
+bench: $(VENV_STAMP) $(REDIS_STAMP) $(GEN_STAMP)
 	$(BIN)/obol bench --out bench/results.json
 
 protos: $(VENV_STAMP)
@@ -32,7 +33,7 @@ lint: $(VENV_STAMP) $(GEN_STAMP) $(NODE_STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy libs services
 
-install: $(VENV_STAMP) $(NODE_STAMP) $(GEN_STAMP)
+install: $(VENV_STAMP) $(REDIS_STAMP) $(NODE_STAMP) $(GEN_STAMP)
 
 $(VENV_STAMP): pyproject.toml constraints.txt
 	@echo ">> creating $(VENV) and installing pinned Python packages"
@@ -40,6 +41,10 @@ $(VENV_STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	@$(PY) -c "import site, pathlib; pathlib.Path(site.getsitepackages()[0], 'obol-generated.pth').write_text(str(pathlib.Path('build/gen').resolve()) + '\n')"
 	@touch $@
+
+# Debian's Redis 7.0, unpacked into the venv (tools/fetch_redis.sh; decision D18).
+$(REDIS_STAMP): tools/fetch_redis.sh
+	tools/fetch_redis.sh $(VENV)/opt/redis
 
 $(NODE_STAMP): package.json package-lock.json
 	@echo ">> installing pinned npm packages (buf, grpc-js, proto-loader)"

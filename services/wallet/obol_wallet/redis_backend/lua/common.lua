@@ -1,4 +1,5 @@
--- common.lua: prepended to every wallet script (Redis 6.2 has no Functions).
+-- common.lua: prepended to every wallet script (scripts, not a Function library: see
+-- scripts.py).
 --
 -- KEYS[1..9], the wallet's keys (docs/wallet.md), all with the partition's hash tag:
 --   w (counters), g (grants), gq (draw order), gp (pending grants), gx (grant expiry),
@@ -18,7 +19,7 @@
 -- stream message and publishes the balance. A refusal (fail()) still commits what
 -- settling time changed, so the stream never misses an entry.
 --
--- Cost: Redis 6.2 runs this whole file on every call, making each of its functions anew
+-- Cost: Redis runs this whole file on every script call, making each of its functions anew
 -- (~0.4 us apiece). So the helpers most calls never use are made on first need: a script
 -- that uses the grant or hold helpers calls need_grants() / need_holds() first (top_up.lua:
 -- need_top_up()), and settle() does when something is due. An authorization makes 22 of
@@ -153,7 +154,7 @@ end
 -- ---- grants: g holds id -> remaining|amount|priority|effective|expires|kind|created|refunded
 --
 -- Defined on first need (scripts that spend, grant or refund call need_grants() first;
--- settle() when something is due): Redis 6.2 makes every function of a script anew on each
+-- settle() when something is due): Redis makes every function of a script anew on each
 -- call, ~0.4 us apiece, and most calls, such as an authorization, never use these.
 local function need_grants()
   if line then
