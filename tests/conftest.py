@@ -14,19 +14,26 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trustme
 from infra.stack import running_stack
 
-from obol_cli.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedRedisCluster, free_port
+from obol_cli.embedded import (
+    EmbeddedPostgres,
+    EmbeddedRedis,
+    EmbeddedRedisCluster,
+    ServerTls,
+    free_port,
+)
 from obol_cli.launcher import StackInfo
 
 
-def _postgres_server() -> Iterator[EmbeddedPostgres]:
+def _postgres_server(tls: ServerTls | None = None) -> Iterator[EmbeddedPostgres]:
     """A Postgres server of its own. Its data lives in its own temporary directory rather
     than under pytest's basetemp, whose 0700 parents the unprivileged Postgres user (when
     running as root) could not traverse without loosening them."""
     data_dir = Path(tempfile.mkdtemp(prefix="obol-test-postgres-"))
     try:
-        with EmbeddedPostgres(data_dir, free_port()) as postgres:
+        with EmbeddedPostgres(data_dir, free_port(), tls=tls) as postgres:
             yield postgres
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -102,3 +109,36 @@ def stack(
         running_stack(embedded_postgres, redis.url, directory / "services.log") as info,
     ):
         yield info
+
+
+@pytest.fixture(scope="session")
+def tls_ca() -> trustme.CA:
+    """A throwaway certificate authority the TLS servers' certificates are issued by."""
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def server_tls(tls_ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> ServerTls:
+    """A server certificate for 127.0.0.1 (and localhost), its key and the CA, as files."""
+    directory = tmp_path_factory.mktemp("tls")
+    cert = tls_ca.issue_cert("127.0.0.1", "localhost")
+    tls = ServerTls(directory / "server.pem", directory / "server.key", directory / "ca.pem")
+    cert.cert_chain_pems[0].write_to_path(str(tls.cert_file))
+    cert.private_key_pem.write_to_path(str(tls.key_file))
+    tls_ca.cert_pem.write_to_path(str(tls.ca_file))
+    return tls
+
+
+@pytest.fixture(scope="session")
+def tls_postgres(server_tls: ServerTls) -> Iterator[EmbeddedPostgres]:
+    """A Postgres that accepts TLS connections only (its URLs verify it: verify-full)."""
+    yield from _postgres_server(server_tls)
+
+
+@pytest.fixture(scope="session")
+def tls_redis(
+    server_tls: ServerTls, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EmbeddedRedis]:
+    """A Redis that serves TLS only (no plain port; its `rediss://` URL verifies it)."""
+    with EmbeddedRedis(tmp_path_factory.mktemp("tls-redis"), free_port(), tls=server_tls) as redis:
+        yield redis

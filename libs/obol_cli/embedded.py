@@ -16,14 +16,17 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Self
+from urllib.parse import quote
 
 from .errors import ObolCliError
 from .process import spawn, stop_all, tail_lines
@@ -79,9 +82,20 @@ def _package_dir(name: str) -> Path | None:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def postgres_bindir() -> Path:
+@dataclass(frozen=True)
+class ServerTls:
+    """The PEM files an embedded server serves TLS with: its certificate (chain) and key,
+    and the CA that clients verify it against (which goes into the server's URL)."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+
+
+def postgres_bindir(*, tls: bool = False) -> Path:
     """The Postgres binaries to use: the ones bundled in the pinned `pgserver` wheel, else the
-    system's (`postgres` on PATH, else the newest /usr/lib/postgresql/N/bin).
+    system's (`postgres` on PATH, else the newest /usr/lib/postgresql/N/bin). With `tls`, the
+    first of those built with OpenSSL (pgserver's is not; Debian's is).
 
     Bundled first because their version is pinned by pyproject.toml: every machine runs the
     same Postgres major, and a data directory can only be opened by the major that created
@@ -99,12 +113,24 @@ def postgres_bindir() -> Path:
         reverse=True,
     )
     for bindir in candidates:
-        if all((bindir / tool).is_file() for tool in ("postgres", "initdb", "psql")):
+        complete = all((bindir / tool).is_file() for tool in ("postgres", "initdb", "psql"))
+        if complete and (not tls or _built_with_openssl(bindir)):
             return bindir
     raise EmbeddedServerError(
         "no Postgres binaries found (pgserver's bundled ones, or postgres/initdb/psql "
         "on PATH or in /usr/lib/postgresql/*/bin)"
+        + (" built with OpenSSL (e.g. Debian's postgresql-15)" if tls else "")
     )
+
+
+def _built_with_openssl(bindir: Path) -> bool:
+    pg_config = bindir / "pg_config"
+    if not pg_config.is_file():
+        return False
+    configure = subprocess.run(
+        [pg_config, "--configure"], capture_output=True, text=True, check=False
+    ).stdout
+    return "openssl" in configure
 
 
 def redis_server_binary() -> Path:
@@ -241,10 +267,18 @@ class EmbeddedPostgres(_Server):
     SUPERUSER = "postgres"
     DATABASE = "obol"
 
-    def __init__(self, data_dir: Path, port: int, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int,
+        *,
+        tls: ServerTls | None = None,
+        timeout: float = 30.0,
+    ) -> None:
         super().__init__(data_dir, port, "postgres.log", timeout=timeout)
         self.pgdata = self.data_dir / "pgdata"
-        self.bindir = postgres_bindir()
+        self.tls = tls
+        self.bindir = postgres_bindir(tls=tls is not None)
         self._user = unprivileged_user() if os.geteuid() == 0 else None
 
     @property
@@ -252,11 +286,16 @@ class EmbeddedPostgres(_Server):
         return self.dsn(self.DATABASE)
 
     def dsn(self, database: str) -> str:
-        return f"postgres://{self.SUPERUSER}@{HOST}:{self.port}/{database}"
+        """With `tls`, the DSN verifies the server's certificate and name against the CA."""
+        dsn = f"postgres://{self.SUPERUSER}@{HOST}:{self.port}/{database}"
+        if self.tls is None:
+            return dsn
+        return f"{dsn}?sslmode=verify-full&sslrootcert={quote(str(self.tls.ca_file))}"
 
     def _start(self) -> None:
         self._prepare_dirs()
         self._init_cluster()
+        self._write_access_rules()
         self._launch(
             [self.bindir / "postgres", "-D", self.pgdata, "-p", str(self.port), *self._settings()],
             user=self._user,
@@ -294,7 +333,33 @@ class EmbeddedPostgres(_Server):
             "timezone": "UTC",
             "log_timezone": "UTC",
         }
+        if self.tls is not None:
+            settings |= {
+                "ssl": "on",
+                "ssl_cert_file": str(self._tls_dir / "server.crt"),
+                "ssl_key_file": str(self._tls_dir / "server.key"),
+            }
         return [arg for key, value in settings.items() for arg in ("-c", f"{key}={value}")]
+
+    @property
+    def _tls_dir(self) -> Path:
+        return self.data_dir / "tls"
+
+    def _write_access_rules(self) -> None:
+        """pg_hba.conf, every start: trust on 127.0.0.1, and with `tls` only over TLS (a
+        plain connection finds no rule and is refused). The server's key is copied beside
+        it, readable by the server's user alone, as Postgres requires."""
+        kind = "host" if self.tls is None else "hostssl"
+        (self.pgdata / "pg_hba.conf").write_text(f"{kind} all all {HOST}/32 trust\n")
+        if self.tls is None:
+            return
+        self._tls_dir.mkdir(exist_ok=True)
+        for source, name in ((self.tls.cert_file, "server.crt"), (self.tls.key_file, "server.key")):
+            target = self._tls_dir / name
+            shutil.copyfile(source, target)
+            target.chmod(0o600)
+            if self._user is not None:
+                os.chown(target, self._user.pw_uid, self._user.pw_gid)
 
     def _prepare_dirs(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -409,8 +474,11 @@ class EmbeddedRedis(_Server):
         cluster: bool = False,
         cluster_node_timeout_ms: int = 5000,
         replica_of: int | None = None,
+        tls: ServerTls | None = None,
         timeout: float = 30.0,
     ) -> None:
+        if tls is not None and (cluster or replica_of is not None):
+            raise ValueError("TLS is supported for a single Redis, not a cluster or replica")
         if appendfsync not in _APPENDFSYNC:
             raise ValueError(f"appendfsync must be one of {', '.join(_APPENDFSYNC)}")
         if cluster and replica_of is not None:
@@ -422,11 +490,15 @@ class EmbeddedRedis(_Server):
         self.cluster = cluster
         self.cluster_node_timeout_ms = cluster_node_timeout_ms
         self.replica_of = replica_of
+        self.tls = tls
         self.binary = redis_server_binary()
 
     @property
     def url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0"
+        """With `tls`, a `rediss://` URL whose client verifies the server against the CA."""
+        if self.tls is None:
+            return f"redis://{HOST}:{self.port}/0"
+        return f"rediss://{HOST}:{self.port}/0?ssl_ca_certs={quote(str(self.tls.ca_file))}"
 
     def _start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -442,6 +514,16 @@ class EmbeddedRedis(_Server):
             "protected-mode": "yes",
             "logfile": "",
         }
+        if self.tls is not None:
+            # TLS only: no plain port. Clients need no certificate of their own.
+            settings |= {
+                "port": "0",
+                "tls-port": str(self.port),
+                "tls-cert-file": str(self.tls.cert_file),
+                "tls-key-file": str(self.tls.key_file),
+                "tls-ca-cert-file": str(self.tls.ca_file),
+                "tls-auth-clients": "no",
+            }
         if self.cluster:
             # The cluster's view of itself (node ids, epochs, slots) is kept in `dir`.
             settings |= {
@@ -462,7 +544,7 @@ class EmbeddedRedis(_Server):
         our process (not another server that already had the port)."""
         try:
             with (
-                socket.create_connection((HOST, self.port), timeout=0.5) as sock,
+                self._connect() as sock,
                 sock.makefile("rb") as replies,
             ):
                 sock.sendall(b"PING\r\nINFO server\r\n")
@@ -473,6 +555,13 @@ class EmbeddedRedis(_Server):
         except (OSError, ValueError):
             return False
         return f"process_id:{self.pid}\r\n".encode() in info
+
+    def _connect(self) -> socket.socket:
+        sock = socket.create_connection((HOST, self.port), timeout=0.5)
+        if self.tls is None:
+            return sock
+        context = ssl.create_default_context(cafile=self.tls.ca_file)
+        return context.wrap_socket(sock, server_hostname=HOST)
 
 
 # A node's cluster bus listens on its port + 10000 (Redis's default; `cluster-port`, new in

@@ -21,6 +21,8 @@ from obol.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from obol_cli.demo import load_demo_data
 from obol_cli.launcher import StackInfo
 
+from .wallet_flow import charged_wallet
+
 GRPC_SERVICES = {
     "wallet": "obol.wallet.v1.WalletService",
     "pricing": "obol.pricing.v1.PricingService",
@@ -283,48 +285,7 @@ async def test_a_charge_reaches_the_postgres_ledger_through_the_write_behind_pro
 ) -> None:
     async with grpc.aio.insecure_channel(stack.addresses["wallet"]) as channel:
         wallet = wallet_pb2_grpc.WalletServiceStub(channel)
-        await wallet.CreateAsset(
-            wallet_pb2.CreateAssetRequest(
-                request_id="e2e-asset-eur",
-                asset=wallet_pb2.Asset(
-                    asset_code="EUR", kind=wallet_pb2.ASSET_KIND_CURRENCY, decimals=9
-                ),
-            ),
-            metadata=_metadata(stack),
-        )
-        customer = await wallet.CreateCustomer(
-            wallet_pb2.CreateCustomerRequest(
-                request_id="e2e-wb-customer", customer=wallet_pb2.Customer(external_id="wb-e2e")
-            ),
-            metadata=_metadata(stack),
-        )
-        created = await wallet.CreateWallet(
-            wallet_pb2.CreateWalletRequest(
-                request_id="e2e-wb-wallet",
-                customer_id=customer.customer.customer_id,
-                asset_code="EUR",
-            ),
-            metadata=_metadata(stack),
-        )
-        wallet_id = created.wallet.wallet_id
-        selector = wallet_pb2.WalletSelector(wallet_id=wallet_id)
-        await wallet.TopUp(
-            wallet_pb2.TopUpRequest(
-                request_id="e2e-wb-top-up",
-                wallet=selector,
-                amount=money_pb2.Money(asset_code="EUR", amount=10_000),
-                payment_reference="pay-e2e",
-            ),
-            metadata=_metadata(stack),
-        )
-        charged = await wallet.Charge(
-            wallet_pb2.ChargeRequest(
-                request_id="e2e-wb-charge",
-                wallet=selector,
-                amount=money_pb2.Money(asset_code="EUR", amount=4_000),
-            ),
-            metadata=_metadata(stack),
-        )
+        wallet_id, charged = await charged_wallet(wallet, _metadata(stack), "wb-e2e")
         listed: list[str] = []
         for _ in range(100):  # the worker writes within a fraction of a second
             page = await wallet.ListTransactions(
