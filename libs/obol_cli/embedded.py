@@ -290,7 +290,7 @@ class EmbeddedPostgres(_Server):
         dsn = f"postgres://{self.SUPERUSER}@{HOST}:{self.port}/{database}"
         if self.tls is None:
             return dsn
-        return f"{dsn}?sslmode=verify-full&sslrootcert={quote(str(self.tls.ca_file))}"
+        return f"{dsn}?sslmode=verify-full&sslrootcert={quote(str(self.tls.ca_file), safe='')}"
 
     def _start(self) -> None:
         self._prepare_dirs()
@@ -477,8 +477,6 @@ class EmbeddedRedis(_Server):
         tls: ServerTls | None = None,
         timeout: float = 30.0,
     ) -> None:
-        if tls is not None and (cluster or replica_of is not None):
-            raise ValueError("TLS is supported for a single Redis, not a cluster or replica")
         if appendfsync not in _APPENDFSYNC:
             raise ValueError(f"appendfsync must be one of {', '.join(_APPENDFSYNC)}")
         if cluster and replica_of is not None:
@@ -498,7 +496,8 @@ class EmbeddedRedis(_Server):
         """With `tls`, a `rediss://` URL whose client verifies the server against the CA."""
         if self.tls is None:
             return f"redis://{HOST}:{self.port}/0"
-        return f"rediss://{HOST}:{self.port}/0?ssl_ca_certs={quote(str(self.tls.ca_file))}"
+        ca = quote(str(self.tls.ca_file), safe="")
+        return f"rediss://{HOST}:{self.port}/0?ssl_ca_certs={ca}"
 
     def _start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -523,6 +522,9 @@ class EmbeddedRedis(_Server):
                 "tls-key-file": str(self.tls.key_file),
                 "tls-ca-cert-file": str(self.tls.ca_file),
                 "tls-auth-clients": "no",
+                # Cluster nodes and replicas talk TLS to each other too (same CA).
+                "tls-cluster": "yes",
+                "tls-replication": "yes",
             }
         if self.cluster:
             # The cluster's view of itself (node ids, epochs, slots) is kept in `dir`.
@@ -625,6 +627,7 @@ class EmbeddedRedisCluster:
         *,
         replicas: int = 0,
         node_timeout_ms: int = 5000,
+        tls: ServerTls | None = None,
         timeout: float = 30.0,
     ) -> None:
         if masters < 1:
@@ -634,6 +637,7 @@ class EmbeddedRedisCluster:
         self.data_dir = Path(data_dir).resolve()
         self.timeout = timeout
         self.replicas = replicas
+        self.tls = tls
         self.nodes: list[EmbeddedRedis] = []  # the masters first, then their replicas
         ports: list[int] = []
         for _ in range(masters * (1 + replicas)):
@@ -645,6 +649,7 @@ class EmbeddedRedisCluster:
                     appendfsync,
                     cluster=True,
                     cluster_node_timeout_ms=node_timeout_ms,
+                    tls=tls,
                     timeout=timeout,
                 )
             )
@@ -665,8 +670,12 @@ class EmbeddedRedisCluster:
 
     @property
     def url(self) -> str:
-        """A cluster seed URL (the first node); the client discovers the others."""
-        return f"redis+cluster://{HOST}:{self.nodes[0].port}"
+        """A cluster seed URL (the first node); the client discovers the others. With
+        `tls`: `rediss+cluster://`, verifying every node against the CA."""
+        if self.tls is None:
+            return f"redis+cluster://{HOST}:{self.nodes[0].port}"
+        ca = quote(str(self.tls.ca_file), safe="")
+        return f"rediss+cluster://{HOST}:{self.nodes[0].port}?ssl_ca_certs={ca}"
 
     def slot_ranges(self) -> list[tuple[int, int]]:
         """Each master's slots, first to last inclusive, in the order of `masters`."""
@@ -682,8 +691,7 @@ class EmbeddedRedisCluster:
             for node in self.nodes:
                 node.start()
             clients = [
-                redis.Redis(host=HOST, port=node.port, socket_timeout=self.timeout)
-                for node in self.nodes
+                redis.Redis.from_url(node.url, socket_timeout=self.timeout) for node in self.nodes
             ]
             try:
                 if all(self._cluster_info(c)["cluster_slots_assigned"] == "0" for c in clients):
