@@ -645,6 +645,42 @@ def test_data_component_defaults_are_durable(kubectl: str, tmp_path: Path) -> No
     assert limit.endswith("Gi") and int(maxmemory) < int(limit.removesuffix("Gi"))
 
 
+def test_store_tls_component_mounts_the_ca_wherever_the_stores_are_reached(
+    kubectl: str, tmp_path: Path
+) -> None:
+    """With components/store-tls, every container given DATABASE_URL or REDIS_URL finds the
+    CA at /etc/obol/tls/ca.pem (read-only, from ConfigMap obol-store-ca); no other does."""
+    (tmp_path / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\n"
+        "kind: Kustomization\n"
+        f"resources:\n  - {os.path.relpath(K8S / 'base', tmp_path)}\n"
+        f"components:\n  - {os.path.relpath(K8S / 'components' / 'store-tls', tmp_path)}\n"
+    )
+    reaching = set()
+    for workload in workloads(docs(kubectl, str(tmp_path))):
+        volumes = {v["name"]: v for v in pod_spec(workload).get("volumes", [])}
+        for container in containers(workload):
+            env = {e["name"] for e in iter_env(container)}
+            mounts = [m for m in container.get("volumeMounts", []) if m["name"] == "store-ca"]
+            if not env & {"DATABASE_URL", "REDIS_URL"}:
+                assert not mounts, f"{name_of(workload)} mounts a CA it has no use for"
+                continue
+            reaching.add(workload["metadata"]["name"])
+            assert mounts == [
+                {"name": "store-ca", "mountPath": "/etc/obol/tls", "readOnly": True}
+            ], name_of(workload)
+            source = volumes["store-ca"]["configMap"]
+            assert source["name"] == "obol-store-ca"
+            assert source["items"] == [{"key": "ca.pem", "path": "ca.pem"}]
+    assert reaching == {
+        "obol-wallet",
+        "obol-wallet-writebehind",
+        "obol-pricing",
+        "obol-costs",
+        "obol-migrate",
+    }
+
+
 def test_dev_redis_cluster(dev: list[Doc]) -> None:
     redis = get(dev, "RedisCluster", "obol-redis")
     assert redis["apiVersion"] == "redis.redis.opstreelabs.in/v1beta2"
