@@ -45,6 +45,23 @@ def leftovers(marker: str, ports: Iterable[str] = ()) -> list[psutil.Process]:
     return [psutil.Process(pid) for pid in sorted(found) if alive(pid)]
 
 
+def describe(processes: Iterable[psutil.Process]) -> list[str]:
+    """Pid, parent, status, age and command line of each: what a failure needs to say."""
+    lines = []
+    for process in processes:
+        try:
+            with process.oneshot():
+                age = time.time() - process.create_time()
+                command = " ".join(process.cmdline())[:300]
+                lines.append(
+                    f"pid {process.pid} (parent {process.ppid()}, {process.status()}, "
+                    f"{age:.1f}s old): {command}"
+                )
+        except psutil.Error as gone:
+            lines.append(f"pid {process.pid}: {gone!r}")
+    return lines
+
+
 def wait_no_leftovers(
     marker: str, ports: Iterable[str] = (), timeout: float = 15.0
 ) -> list[psutil.Process]:

@@ -17,7 +17,7 @@ from obol_cli.services import SERVICES
 from obol_core.apikeys import hash_api_key
 
 from .helpers import alive
-from .obol_process import FAKES, ObolProcess, leftovers, wait_no_leftovers
+from .obol_process import FAKES, ObolProcess, describe, leftovers, wait_no_leftovers
 
 RUNNING = "Obol is running."
 
@@ -54,9 +54,10 @@ def start_obol(tmp_path: Path, run_env: dict[str, str]) -> Iterator[type[ObolPro
 
     yield Tracked
     left = wait_no_leftovers(str(tmp_path), ports(run_env))
+    described = describe(left)  # before the clean-up below ends them
     for run in started:
         run.kill_everything(str(tmp_path), ports(run_env))
-    assert not left, f"processes left behind: {left}"
+    assert not left, f"processes left behind: {described}"
 
 
 def test_run_starts_everything_and_stops_cleanly_on_sigterm(
