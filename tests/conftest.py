@@ -18,6 +18,7 @@ import trustme
 from infra.stack import running_stack
 
 from obol_cli.embedded import (
+    ClientCert,
     EmbeddedPostgres,
     EmbeddedRedis,
     EmbeddedRedisCluster,
@@ -119,13 +120,25 @@ def tls_ca() -> trustme.CA:
 
 @pytest.fixture(scope="session")
 def server_tls(tls_ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> ServerTls:
-    """A server certificate for 127.0.0.1 (and localhost), its key and the CA, as files."""
+    """Mutual TLS, as files: a server certificate for 127.0.0.1 (and localhost), the CA,
+    and a client certificate for user `postgres` that the servers' URLs present."""
     directory = tmp_path_factory.mktemp("tls")
-    cert = tls_ca.issue_cert("127.0.0.1", "localhost")
-    tls = ServerTls(directory / "server.pem", directory / "server.key", directory / "ca.pem")
-    cert.cert_chain_pems[0].write_to_path(str(tls.cert_file))
-    cert.private_key_pem.write_to_path(str(tls.key_file))
+    tls = ServerTls(
+        directory / "server.pem",
+        directory / "server.key",
+        directory / "ca.pem",
+        ClientCert(directory / "client.pem", directory / "client.key"),
+    )
+    assert tls.client is not None
     tls_ca.cert_pem.write_to_path(str(tls.ca_file))
+    issued = (
+        (tls_ca.issue_cert("127.0.0.1", "localhost"), tls.cert_file, tls.key_file),
+        (tls_ca.issue_cert(common_name="postgres"), tls.client.cert_file, tls.client.key_file),
+    )
+    for cert, cert_file, key_file in issued:
+        cert.cert_chain_pems[0].write_to_path(str(cert_file))
+        cert.private_key_pem.write_to_path(str(key_file))
+        key_file.chmod(0o600)  # libpq refuses a client key others can read
     return tls
 
 

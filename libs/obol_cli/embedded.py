@@ -83,13 +83,35 @@ def _package_dir(name: str) -> Path | None:
 
 
 @dataclass(frozen=True)
+class ClientCert:
+    """A client's certificate and key (PEM)."""
+
+    cert_file: Path
+    key_file: Path
+
+
+@dataclass(frozen=True)
 class ServerTls:
     """The PEM files an embedded server serves TLS with: its certificate (chain) and key,
-    and the CA that clients verify it against (which goes into the server's URL)."""
+    and the CA that clients verify it against (which goes into the server's URL).
+
+    With `client` (mutual TLS), the server accepts only clients presenting a certificate
+    issued by the same CA, and its URL presents `client`. For Postgres, the certificate's
+    common name must be the user's (`postgres`).
+    """
 
     cert_file: Path
     key_file: Path
     ca_file: Path
+    client: ClientCert | None = None
+
+    def query(self, ca: str, cert: str, key: str) -> str:
+        """URL query arguments naming the CA and, with `client`, its certificate and key,
+        under the given argument names."""
+        files = {ca: self.ca_file}
+        if self.client is not None:
+            files |= {cert: self.client.cert_file, key: self.client.key_file}
+        return "&".join(f"{name}={quote(str(path), safe='')}" for name, path in files.items())
 
 
 def postgres_bindir(*, tls: bool = False) -> Path:
@@ -290,7 +312,7 @@ class EmbeddedPostgres(_Server):
         dsn = f"postgres://{self.SUPERUSER}@{HOST}:{self.port}/{database}"
         if self.tls is None:
             return dsn
-        return f"{dsn}?sslmode=verify-full&sslrootcert={quote(str(self.tls.ca_file), safe='')}"
+        return f"{dsn}?sslmode=verify-full&" + self.tls.query("sslrootcert", "sslcert", "sslkey")
 
     def _start(self) -> None:
         self._prepare_dirs()
@@ -338,6 +360,8 @@ class EmbeddedPostgres(_Server):
                 "ssl": "on",
                 "ssl_cert_file": str(self._tls_dir / "server.crt"),
                 "ssl_key_file": str(self._tls_dir / "server.key"),
+                # Client certificates are checked against it (pg_hba's clientcert).
+                "ssl_ca_file": str(self._tls_dir / "ca.pem"),
             }
         return [arg for key, value in settings.items() for arg in ("-c", f"{key}={value}")]
 
@@ -347,14 +371,21 @@ class EmbeddedPostgres(_Server):
 
     def _write_access_rules(self) -> None:
         """pg_hba.conf, every start: trust on 127.0.0.1, and with `tls` only over TLS (a
-        plain connection finds no rule and is refused). The server's key is copied beside
+        plain connection finds no rule and is refused), with `tls.client` only with a client
+        certificate from the CA whose name is the user's. The server's key is copied beside
         it, readable by the server's user alone, as Postgres requires."""
-        kind = "host" if self.tls is None else "hostssl"
-        (self.pgdata / "pg_hba.conf").write_text(f"{kind} all all {HOST}/32 trust\n")
+        rule = f"{'host' if self.tls is None else 'hostssl'} all all {HOST}/32 trust"
+        if self.tls is not None and self.tls.client is not None:
+            rule += " clientcert=verify-full"
+        (self.pgdata / "pg_hba.conf").write_text(rule + "\n")
         if self.tls is None:
             return
         self._tls_dir.mkdir(exist_ok=True)
-        for source, name in ((self.tls.cert_file, "server.crt"), (self.tls.key_file, "server.key")):
+        for source, name in (
+            (self.tls.cert_file, "server.crt"),
+            (self.tls.key_file, "server.key"),
+            (self.tls.ca_file, "ca.pem"),
+        ):
             target = self._tls_dir / name
             shutil.copyfile(source, target)
             target.chmod(0o600)
@@ -425,6 +456,9 @@ class EmbeddedPostgres(_Server):
         if self._proc is None:
             raise EmbeddedServerError("Postgres is not running")
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        if self.tls is not None and self.tls.client is not None:
+            client = self.tls.client
+            env |= {"PGSSLCERT": str(client.cert_file), "PGSSLKEY": str(client.key_file)}
         result = subprocess.run(
             [
                 self.bindir / "psql",
@@ -496,8 +530,9 @@ class EmbeddedRedis(_Server):
         """With `tls`, a `rediss://` URL whose client verifies the server against the CA."""
         if self.tls is None:
             return f"redis://{HOST}:{self.port}/0"
-        ca = quote(str(self.tls.ca_file), safe="")
-        return f"rediss://{HOST}:{self.port}/0?ssl_ca_certs={ca}"
+        return f"rediss://{HOST}:{self.port}/0?" + self.tls.query(
+            "ssl_ca_certs", "ssl_certfile", "ssl_keyfile"
+        )
 
     def _start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -514,14 +549,14 @@ class EmbeddedRedis(_Server):
             "logfile": "",
         }
         if self.tls is not None:
-            # TLS only: no plain port. Clients need no certificate of their own.
+            # TLS only: no plain port. Client certificates only with `tls.client`.
             settings |= {
                 "port": "0",
                 "tls-port": str(self.port),
                 "tls-cert-file": str(self.tls.cert_file),
                 "tls-key-file": str(self.tls.key_file),
                 "tls-ca-cert-file": str(self.tls.ca_file),
-                "tls-auth-clients": "no",
+                "tls-auth-clients": "no" if self.tls.client is None else "yes",
                 # Cluster nodes and replicas talk TLS to each other too (same CA).
                 "tls-cluster": "yes",
                 "tls-replication": "yes",
@@ -563,6 +598,8 @@ class EmbeddedRedis(_Server):
         if self.tls is None:
             return sock
         context = ssl.create_default_context(cafile=self.tls.ca_file)
+        if self.tls.client is not None:
+            context.load_cert_chain(self.tls.client.cert_file, self.tls.client.key_file)
         return context.wrap_socket(sock, server_hostname=HOST)
 
 
@@ -674,8 +711,8 @@ class EmbeddedRedisCluster:
         `tls`: `rediss+cluster://`, verifying every node against the CA."""
         if self.tls is None:
             return f"redis+cluster://{HOST}:{self.nodes[0].port}"
-        ca = quote(str(self.tls.ca_file), safe="")
-        return f"rediss+cluster://{HOST}:{self.nodes[0].port}?ssl_ca_certs={ca}"
+        query = self.tls.query("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+        return f"rediss+cluster://{HOST}:{self.nodes[0].port}?{query}"
 
     def slot_ranges(self) -> list[tuple[int, int]]:
         """Each master's slots, first to last inclusive, in the order of `masters`."""

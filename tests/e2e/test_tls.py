@@ -1,7 +1,9 @@
-"""Obol over TLS to both stores: every service, as a real process, against a Redis that
-serves TLS only and a Postgres that accepts TLS connections only, each verified against
-its CA through nothing but the URLs (`rediss://...?ssl_ca_certs=`, `sslmode=verify-full`
-with `sslrootcert=`). Plain and untrusted connections are refused."""
+"""Obol over mutual TLS to both stores: every service, as a real process, against a Redis
+that serves TLS only and a Postgres that accepts TLS connections only, both requiring a
+client certificate; each server verified against its CA and each client presenting its
+certificate through nothing but the URLs (`rediss://...?ssl_ca_certs=&ssl_certfile=
+&ssl_keyfile=`, `sslmode=verify-full&sslrootcert=&sslcert=&sslkey=`). Plain, untrusted and
+anonymous connections are refused."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import trustme
 from infra.stack import running_stack
 from obol.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 
-from obol_cli.embedded import EmbeddedPostgres, EmbeddedRedis
+from obol_cli.embedded import EmbeddedPostgres, EmbeddedRedis, ServerTls
 from obol_cli.launcher import StackInfo
 from obol_core.redis import create_redis
 
@@ -84,32 +86,41 @@ async def test_a_charge_goes_through_tls_redis_into_the_tls_postgres_ledger(
         await client.aclose()
 
 
-async def test_plain_and_untrusted_connections_are_refused(
-    tls_postgres: EmbeddedPostgres, tls_redis: EmbeddedRedis, tmp_path: Path
+async def test_plain_untrusted_and_anonymous_connections_are_refused(
+    tls_postgres: EmbeddedPostgres, tls_redis: EmbeddedRedis, server_tls: ServerTls, tmp_path: Path
 ) -> None:
+    """No TLS; a client that does not trust the servers' CA; a client that trusts it but
+    presents no certificate of its own: each is refused, by Postgres and by Redis."""
     stranger = trustme.CA()  # a CA the servers' certificates were not issued by
     stranger_file = tmp_path / "stranger.pem"
     stranger.cert_pem.write_to_path(str(stranger_file))
-    plain_dsn = f"postgres://postgres@127.0.0.1:{tls_postgres.port}/postgres?sslmode=disable"
-    untrusted_dsn = (
-        f"postgres://postgres@127.0.0.1:{tls_postgres.port}/postgres"
-        f"?sslmode=verify-full&sslrootcert={quote(str(stranger_file))}"
-    )
+    ca = quote(str(server_tls.ca_file), safe="")
+    postgres = f"postgres://postgres@127.0.0.1:{tls_postgres.port}/postgres"
 
     with pytest.raises(asyncpg.InvalidAuthorizationSpecificationError, match="no encryption"):
-        await asyncpg.connect(plain_dsn)
+        await asyncpg.connect(f"{postgres}?sslmode=disable")
     with pytest.raises(ssl.SSLCertVerificationError):
-        await asyncpg.connect(untrusted_dsn)
+        await asyncpg.connect(f"{postgres}?sslmode=verify-full&sslrootcert={stranger_file}")
+    with pytest.raises(
+        asyncpg.InvalidAuthorizationSpecificationError, match="requires a valid client certificate"
+    ):
+        await asyncpg.connect(f"{postgres}?sslmode=verify-full&sslrootcert={ca}")
+    conn = await asyncpg.connect(tls_postgres.dsn("postgres"))  # with the client certificate
+    await conn.close()
 
-    plain = create_redis(f"redis://127.0.0.1:{tls_redis.port}/0", socket_timeout_seconds=2)
-    untrusted = create_redis(
-        f"rediss://127.0.0.1:{tls_redis.port}/0?ssl_ca_certs={quote(str(stranger_file))}"
-    )
+    redis_at = f"127.0.0.1:{tls_redis.port}/0"
+    refused = [
+        create_redis(f"redis://{redis_at}", socket_timeout_seconds=2),
+        create_redis(f"rediss://{redis_at}?ssl_ca_certs={quote(str(stranger_file))}"),
+        create_redis(f"rediss://{redis_at}?ssl_ca_certs={ca}", socket_timeout_seconds=2),
+    ]
+    accepted = create_redis(tls_redis.url)  # with the client certificate
+    clients = [*refused, accepted]
     try:
-        with pytest.raises(redis.exceptions.ConnectionError):
-            await plain.ping()
-        with pytest.raises(redis.exceptions.ConnectionError, match="certificate verify failed"):
-            await untrusted.ping()
+        for client in refused:
+            with pytest.raises(redis.exceptions.ConnectionError):
+                await client.ping()
+        assert await accepted.ping()
     finally:
-        await plain.aclose()
-        await untrusted.aclose()
+        for client in clients:
+            await client.aclose()
