@@ -372,8 +372,9 @@ class EmbeddedPostgres(_Server):
     def _write_access_rules(self) -> None:
         """pg_hba.conf, every start: trust on 127.0.0.1, and with `tls` only over TLS (a
         plain connection finds no rule and is refused), with `tls.client` only with a client
-        certificate from the CA whose name is the user's. The server's key is copied beside
-        it, readable by the server's user alone, as Postgres requires."""
+        certificate from the CA whose name is the user's. The server's certificate, key and
+        CA are copied into the data directory, readable by the server's user alone (as
+        Postgres requires of the key)."""
         rule = f"{'host' if self.tls is None else 'hostssl'} all all {HOST}/32 trust"
         if self.tls is not None and self.tls.client is not None:
             rule += " clientcert=verify-full"
