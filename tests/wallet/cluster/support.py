@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sys
+import tempfile
 from collections import Counter
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import grpc.aio
 from obol.wallet.v1 import wallet_pb2
@@ -25,7 +30,7 @@ def wallet_key(wallet_id: str, partitions: int = PARTITIONS) -> str:
 
 
 def master_of(cluster: EmbeddedRedisCluster, wallet_id: str, partitions: int = PARTITIONS) -> int:
-    """Index (in `cluster.nodes`) of the master serving the wallet's slot."""
+    """Index (in `cluster.masters`) of the master serving the wallet's slot."""
     slot = key_slot(wallet_key(wallet_id, partitions).encode())
     for index, (first, last) in enumerate(cluster.slot_ranges()):
         if first <= slot <= last:
@@ -46,8 +51,8 @@ async def wallets_on_every_master(
     for _ in range(60):
         wallet_id = await api.wallet()
         found.setdefault(master_of(cluster, wallet_id), wallet_id)
-        if len(found) == len(cluster.nodes):
-            chosen = [found[index] for index in range(len(cluster.nodes))]
+        if len(found) == len(cluster.masters):
+            chosen = [found[index] for index in range(len(cluster.masters))]
             for chosen_id in chosen:
                 await api.stub.TopUp(
                     wallet_pb2.TopUpRequest(
@@ -59,6 +64,18 @@ async def wallets_on_every_master(
                 )
             return chosen
     raise AssertionError(f"60 wallets landed on masters {sorted(found)} only")
+
+
+@contextmanager
+def private_cluster(**options: Any) -> Iterator[EmbeddedRedisCluster]:
+    """A Redis Cluster of the test's own, three masters (`options` as EmbeddedRedisCluster
+    takes them), in a temporary directory removed afterwards."""
+    data_dir = Path(tempfile.mkdtemp(prefix="obol-test-private-cluster-"))
+    try:
+        with EmbeddedRedisCluster(data_dir, masters=3, **options) as cluster:
+            yield cluster
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 async def outcomes(calls: list[Awaitable[object]]) -> Counter[str]:

@@ -196,11 +196,15 @@ async def wallet_api(
     redis_url: str,
     *,
     replica_acks: ReplicaAcks | None = None,
+    flush_redis: bool = True,
 ) -> AsyncIterator[WalletApi]:
+    """A wallet service in this process on `redis_url` (flushed first unless `flush_redis`
+    is false: for a new Redis of the test's own, whose user may not FLUSHDB)."""
     pool = await create_pool(database_url, search_path=SCHEMA, max_size=40)
     await apply_migrations(pool, schema=SCHEMA, migrations=MIGRATIONS_DIR)
     redis = create_redis(private_redis_url(redis_url))
-    await redis.flushdb()
+    if flush_redis:
+        await redis.flushdb()
     backend: WalletBackend
     if backend_name == "postgres":
         backend = PostgresBackend(pool)
