@@ -23,7 +23,17 @@ import asyncpg
 import structlog
 from asyncpg.pool import PoolConnectionProxy
 
-__all__ = ["MigrationError", "Queryable", "apply_migrations", "check_postgres", "create_pool"]
+from .settings import MigrationMode
+
+__all__ = [
+    "MigrationError",
+    "Queryable",
+    "apply_migrations",
+    "check_postgres",
+    "create_pool",
+    "prepare_schema",
+    "verify_migrations",
+]
 
 Queryable: TypeAlias = (
     "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record] "
@@ -171,6 +181,36 @@ async def apply_migrations(
                 )
             _log.info("migration applied", schema=schema, migration=migration.label)
             applied.append(migration.label)
+
+
+async def prepare_schema(
+    pool: asyncpg.Pool[asyncpg.Record], mode: MigrationMode, *, schema: str, migrations: Path
+) -> None:
+    """What a process does with its schema at start, as OBOL_MIGRATIONS says: apply the
+    pending migrations, or only verify that none is pending."""
+    if mode is MigrationMode.APPLY:
+        await apply_migrations(pool, schema=schema, migrations=migrations)
+    else:
+        await verify_migrations(pool, schema=schema, migrations=migrations)
+
+
+async def verify_migrations(
+    pool: asyncpg.Pool[asyncpg.Record], *, schema: str, migrations: Path
+) -> None:
+    """Raise MigrationError unless every migration is applied, unchanged (what a service
+    run with OBOL_MIGRATIONS=verify checks at start: reads only, no DDL, no lock)."""
+    _checked_schema(schema)
+    files = _load(migrations)
+    async with pool.acquire() as conn:
+        history = await conn.fetchval("SELECT to_regclass($1)", f'"{schema}".schema_migrations')
+        if history is None:
+            raise MigrationError(
+                f"schema {schema} has no migration history: run `obol migrate` first"
+            )
+        rows = await conn.fetch(f'SELECT version, checksum FROM "{schema}".schema_migrations')
+    if pending := _pending(files, {r["version"]: r["checksum"] for r in rows}, schema):
+        labels = ", ".join(m.label for m in pending)
+        raise MigrationError(f"schema {schema} lacks migrations {labels}: run `obol migrate` first")
 
 
 def _pending(files: list[_Migration], recorded: dict[str, str], schema: str) -> list[_Migration]:

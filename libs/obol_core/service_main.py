@@ -17,7 +17,7 @@ import asyncpg
 
 from .grpc_server import ReadinessCheck, ServiceRegistration, run_service, serve
 from .logging import configure_logging
-from .postgres import apply_migrations, check_postgres, create_pool
+from .postgres import check_postgres, create_pool, prepare_schema
 from .redis import RedisClient, check_redis, create_redis
 from .settings import CommonSettings
 from .telemetry import configure_telemetry
@@ -63,7 +63,7 @@ async def _main(spec: ServiceSpec) -> None:
         application_name=f"obol-{spec.name}",
         search_path=spec.schema,
     )
-    await apply_migrations(pool, schema=spec.schema, migrations=spec.migrations)
+    await prepare_schema(pool, settings.migrations, schema=spec.schema, migrations=spec.migrations)
     redis = create_redis(settings.require_redis_url()) if spec.uses_redis else None
     checks = [ReadinessCheck("postgres", lambda: check_postgres(pool))]
     if redis is not None:

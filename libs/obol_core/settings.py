@@ -19,6 +19,7 @@ plain seconds (`10`, `0.5`) or a unit suffix (`250ms`, `10s`, `2m`, `1h`).
 | `OBOL_SHUTDOWN_DELAY_SECONDS` | `0` | On SIGTERM/SIGINT, how long to keep serving after health turns NOT_SERVING, so load balancers stop routing first. |
 | `OBOL_CLIENT_DEADLINE_SECONDS` | `5` | Default deadline of outgoing unary-response gRPC calls that set none. |
 | `OBOL_READINESS_INTERVAL_SECONDS` | `2` | How often dependency readiness checks run. |
+| `OBOL_MIGRATIONS` | `apply` | `apply`: at start, a service applies its pending database migrations (one starter at a time); `verify`: it only checks that all are applied and refuses to start otherwise, so it can run as a database role without DDL rights (`obol migrate` applies them first, e.g. the migration Job; docs/deploy.md). |
 """
 
 # The table above is copied into the README: one row per line, whatever its length.
@@ -40,6 +41,7 @@ __all__ = [
     "AuthMode",
     "CommonSettings",
     "LogFormat",
+    "MigrationMode",
     "SettingsError",
     "env_bool",
     "env_choice",
@@ -66,6 +68,11 @@ class SettingsError(Exception):
 class AuthMode(Enum):
     REQUIRED = "required"
     DISABLED = "disabled"
+
+
+class MigrationMode(Enum):
+    APPLY = "apply"
+    VERIFY = "verify"
 
 
 class LogFormat(Enum):
@@ -183,6 +190,7 @@ class CommonSettings:
     shutdown_delay_seconds: float
     client_deadline_seconds: float
     readiness_interval_seconds: float
+    migrations: MigrationMode = MigrationMode.APPLY
 
     @classmethod
     def from_env(
@@ -232,6 +240,9 @@ class CommonSettings:
             ),
             readiness_interval_seconds=env_duration_seconds(
                 "OBOL_READINESS_INTERVAL_SECONDS", 2.0, environ=environ
+            ),
+            migrations=env_choice(
+                "OBOL_MIGRATIONS", MigrationMode.APPLY, MigrationMode, environ=environ
             ),
         )
 

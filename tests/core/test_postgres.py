@@ -1,6 +1,7 @@
 """Forward-only migrations and the readiness check, against a real Postgres."""
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -9,7 +10,13 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from obol_core.postgres import MigrationError, apply_migrations, check_postgres, create_pool
+from obol_core.postgres import (
+    MigrationError,
+    apply_migrations,
+    check_postgres,
+    create_pool,
+    verify_migrations,
+)
 
 
 @pytest_asyncio.fixture
@@ -161,3 +168,27 @@ async def test_check_postgres(pool: asyncpg.Pool, postgres_url: str) -> None:
                 await check_postgres(busy, timeout_seconds=0.2)
     finally:
         await busy.close()
+
+
+async def test_verify_refuses_a_schema_until_every_migration_is_applied(
+    pool: asyncpg.Pool, schema: str, tmp_path: Path
+) -> None:
+    migrations = write(tmp_path / "m", BASE)
+    with pytest.raises(MigrationError, match=f"schema {schema} has no migration history"):
+        await verify_migrations(pool, schema=schema, migrations=migrations)
+    await apply_migrations(pool, schema=schema, migrations=migrations)
+    await verify_migrations(pool, schema=schema, migrations=migrations)
+
+    write(migrations, {"0003_more.sql": "ALTER TABLE accounts ADD COLUMN note text;"})
+    with pytest.raises(
+        MigrationError, match=re.escape("lacks migrations 0003_more.sql: run `obol migrate`")
+    ):
+        await verify_migrations(pool, schema=schema, migrations=migrations)
+    # Verifying changed nothing: the migration is still pending, the column absent.
+    assert await apply_migrations(pool, schema=schema, migrations=migrations) == ["0003_more.sql"]
+
+    (migrations / "0001_accounts.sql").write_text("CREATE TABLE other (id text);")
+    with pytest.raises(
+        MigrationError, match=re.escape("0001_accounts.sql changed after it was applied")
+    ):
+        await verify_migrations(pool, schema=schema, migrations=migrations)

@@ -5,6 +5,7 @@ from obol_core.settings import (
     AuthMode,
     CommonSettings,
     LogFormat,
+    MigrationMode,
     SettingsError,
     env_bool,
     env_duration_seconds,
@@ -35,6 +36,7 @@ def test_defaults() -> None:
     assert settings.shutdown_delay_seconds == 0
     assert settings.client_deadline_seconds == 5
     assert settings.readiness_interval_seconds == 2
+    assert settings.migrations is MigrationMode.APPLY
     assert [(k.name, k.scope, k.digest) for k in settings.api_keys] == [
         ("ops", Scope.ADMIN, DIGEST)
     ]
@@ -55,6 +57,7 @@ def test_everything_set() -> None:
         OBOL_SHUTDOWN_DELAY_SECONDS="0",
         OBOL_CLIENT_DEADLINE_SECONDS="250ms",
         OBOL_READINESS_INTERVAL_SECONDS="1m",
+        OBOL_MIGRATIONS="verify",
     )
     assert settings.port == 6000
     assert settings.require_database_url() == "postgresql://localhost/obol"
@@ -66,6 +69,7 @@ def test_everything_set() -> None:
     assert settings.shutdown_grace_seconds == 1.5
     assert settings.client_deadline_seconds == 0.25
     assert settings.readiness_interval_seconds == 60
+    assert settings.migrations is MigrationMode.VERIFY
     assert [k.scope for k in settings.api_keys] == [Scope.ADMIN, Scope.INGEST]
     assert settings.api_keys[1].digest == hash_api_key("b")
 
@@ -94,6 +98,7 @@ def test_blank_values_take_defaults() -> None:
         ({"OBOL_SHUTDOWN_GRACE_SECONDS": "-1"}, "OBOL_SHUTDOWN_GRACE_SECONDS must be a duration"),
         ({"OBOL_CLIENT_DEADLINE_SECONDS": "0"}, "OBOL_CLIENT_DEADLINE_SECONDS must be a duration"),
         ({"OBOL_READINESS_INTERVAL_SECONDS": "1e3"}, "OBOL_READINESS_INTERVAL_SECONDS"),
+        ({"OBOL_MIGRATIONS": "skip"}, "OBOL_MIGRATIONS must be one of apply, verify, got 'skip'"),
     ],
 )
 def test_errors_name_the_variable(env: dict[str, str], message: str) -> None:

@@ -21,7 +21,7 @@ from obol.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from obol_cli.embedded import HOST, EmbeddedPostgres, EmbeddedRedis, free_port
 from obol_cli.launcher import StackInfo
 
-from .wallet_flow import charged_wallet
+from .wallet_flow import charged_wallet, written_transactions
 
 
 @pytest.fixture(scope="module")
@@ -75,16 +75,8 @@ async def _use_the_wallet(stack: StackInfo) -> None:
             wallet_pb2.VoidRequest(request_id="acl-void", hold_id=held.hold_id),
             metadata=metadata,
         )
-        listed: list[str] = []
-        for _ in range(100):  # the write-behind process writes within a fraction of a second
-            page = await wallet.ListTransactions(
-                wallet_pb2.ListTransactionsRequest(wallet_id=wallet_id), metadata=metadata
-            )
-            listed = [t.transaction_id for t in page.transactions]
-            if len(listed) == 4:  # top-up, charge, hold, release
-                break
-            await asyncio.sleep(0.1)
-        assert charged.transaction_id in listed and len(listed) == 4
+        listed = await written_transactions(wallet, metadata, wallet_id, 4)
+        assert charged.transaction_id in listed and len(listed) == 4  # + top-up, hold, release
         verified = await wallet.VerifyLedger(
             wallet_pb2.VerifyLedgerRequest(wallet_id=wallet_id), metadata=metadata
         )

@@ -21,7 +21,7 @@ from obol.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from obol_cli.demo import load_demo_data
 from obol_cli.launcher import StackInfo
 
-from .wallet_flow import charged_wallet
+from .wallet_flow import charged_wallet, written_transactions
 
 GRPC_SERVICES = {
     "wallet": "obol.wallet.v1.WalletService",
@@ -286,16 +286,8 @@ async def test_a_charge_reaches_the_postgres_ledger_through_the_write_behind_pro
     async with grpc.aio.insecure_channel(stack.addresses["wallet"]) as channel:
         wallet = wallet_pb2_grpc.WalletServiceStub(channel)
         wallet_id, charged = await charged_wallet(wallet, _metadata(stack), "wb-e2e")
-        listed: list[str] = []
-        for _ in range(100):  # the worker writes within a fraction of a second
-            page = await wallet.ListTransactions(
-                wallet_pb2.ListTransactionsRequest(wallet_id=wallet_id), metadata=_metadata(stack)
-            )
-            listed = [t.transaction_id for t in page.transactions]
-            if charged.transaction_id in listed:
-                break
-            await asyncio.sleep(0.1)
-        assert charged.transaction_id in listed
+        listed = await written_transactions(wallet, _metadata(stack), wallet_id, 2)
+        assert charged.transaction_id in listed  # after the top-up
         verified = await wallet.VerifyLedger(
             wallet_pb2.VerifyLedgerRequest(wallet_id=wallet_id), metadata=_metadata(stack)
         )

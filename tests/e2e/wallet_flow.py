@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from obol.type.v1 import money_pb2
 from obol.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 
@@ -54,3 +56,21 @@ async def charged_wallet(
         metadata=metadata,
     )
     return wallet_id, charged
+
+
+async def written_transactions(
+    wallet: wallet_pb2_grpc.WalletServiceStub, metadata: Metadata, wallet_id: str, count: int
+) -> list[str]:
+    """The wallet's transactions as ListTransactions has them (so in the Postgres ledger),
+    once the write-behind process has written `count` of them (it takes a fraction of a
+    second), or after 10 s, whatever it has then."""
+    listed: list[str] = []
+    for _ in range(100):
+        page = await wallet.ListTransactions(
+            wallet_pb2.ListTransactionsRequest(wallet_id=wallet_id), metadata=metadata
+        )
+        listed = [t.transaction_id for t in page.transactions]
+        if len(listed) >= count:
+            break
+        await asyncio.sleep(0.1)
+    return listed

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,13 +23,22 @@ from obol_core.apikeys import generate_api_key
 
 @contextmanager
 def running_stack(
-    postgres: EmbeddedPostgres, redis_url: str, log_path: Path, *, timeout: float = 120.0
+    postgres: EmbeddedPostgres,
+    redis_url: str,
+    log_path: Path,
+    *,
+    database_url: str | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120.0,
 ) -> Iterator[StackInfo]:
-    database_url = postgres.create_database(f"stack_{uuid.uuid4().hex[:16]}")
+    """The stack on a fresh database of `postgres`, or on `database_url`; `env` is added
+    to every service's environment."""
+    if database_url is None:
+        database_url = postgres.create_database(f"stack_{uuid.uuid4().hex[:16]}")
     api_key = generate_api_key()
     ports = {service.name: free_port() for service in SERVICES}
-    env = service_env(
-        {**os.environ, "OBOL_LOG_FORMAT": "json"},
+    service_environ = service_env(
+        {**os.environ, "OBOL_LOG_FORMAT": "json", **(env or {})},
         ports,
         database_url=database_url,
         redis_url=redis_url,
@@ -38,6 +47,6 @@ def running_stack(
     )
     with log_path.open("w") as log, Supervisor(log, color=False) as supervisor:
         addresses = launch_services(
-            supervisor, env, ports, timeout=timeout, progress=supervisor.write
+            supervisor, service_environ, ports, timeout=timeout, progress=supervisor.write
         )
         yield StackInfo(addresses, database_url, redis_url, api_key)

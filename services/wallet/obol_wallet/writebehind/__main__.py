@@ -2,7 +2,7 @@
 
 | Variable | Default | Meaning |
 | --- | --- | --- |
-| `DATABASE_URL` | required | Postgres DSN (the wallet schema; migrations are applied at start). |
+| `DATABASE_URL` | required | Postgres DSN (the wallet schema; migrations are applied at start, or only verified with `OBOL_MIGRATIONS=verify`). |
 | `REDIS_URL` | required | Redis URL; `redis+cluster://` (or `OBOL_REDIS_CLUSTER=true`) for Redis Cluster. |
 | `OBOL_WALLET_PARTITIONS` | `128` | Partitions of the deployment (as the wallet service has it). |
 | `OBOL_WRITEBEHIND_SHARDS` | `1` | Workers sharing the partitions; shard i takes the i-th contiguous slice. |
@@ -33,7 +33,7 @@ import socket
 
 from obol_core.grpc_server import ReadinessCheck, build_server, run_service
 from obol_core.logging import configure_logging
-from obol_core.postgres import apply_migrations, check_postgres, create_pool
+from obol_core.postgres import check_postgres, create_pool, prepare_schema
 from obol_core.redis import check_redis, create_redis
 from obol_core.settings import CommonSettings, SettingsError, env_int, env_str
 from obol_core.telemetry import configure_telemetry
@@ -79,7 +79,7 @@ async def main() -> None:
         application_name="obol-writebehind",
         search_path=SCHEMA,
     )
-    await apply_migrations(pool, schema=SCHEMA, migrations=MIGRATIONS_DIR)
+    await prepare_schema(pool, settings.migrations, schema=SCHEMA, migrations=MIGRATIONS_DIR)
     redis = create_redis(settings.require_redis_url())
     worker = WriteBehind(
         redis,
