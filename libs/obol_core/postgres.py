@@ -30,7 +30,9 @@ __all__ = [
     "Queryable",
     "apply_migrations",
     "check_postgres",
+    "checked_identifier",
     "create_pool",
+    "grant_row_privileges",
     "prepare_schema",
     "verify_migrations",
 ]
@@ -43,7 +45,7 @@ Queryable: TypeAlias = (
 or a transaction) or the pool itself. For annotations only."""
 
 _FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
-_SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_IDENTIFIER_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 _log = structlog.get_logger("obol.postgres")
 
@@ -80,10 +82,16 @@ async def create_pool(
     )
 
 
+def checked_identifier(name: str, what: str) -> str:
+    """`name`, if it is a plain lowercase SQL identifier (safe to quote into SQL as is);
+    else ValueError naming `what` it was meant to be."""
+    if not _IDENTIFIER_RE.match(name):
+        raise ValueError(f"invalid {what} {name!r} (lowercase letters, digits, '_')")
+    return name
+
+
 def _checked_schema(schema: str) -> str:
-    if not _SCHEMA_RE.match(schema):
-        raise ValueError(f"invalid schema name {schema!r} (lowercase letters, digits, '_')")
-    return schema
+    return checked_identifier(schema, "schema name")
 
 
 async def check_postgres(
@@ -181,6 +189,21 @@ async def apply_migrations(
                 )
             _log.info("migration applied", schema=schema, migration=migration.label)
             applied.append(migration.label)
+
+
+async def grant_row_privileges(conn: Queryable, *, schema: str, role: str) -> None:
+    """Let `role` read and write the rows of `schema`'s tables, now and in the tables
+    later migrations create (run as the schema's owner), and nothing else: no CREATE,
+    ALTER, DROP or TRUNCATE. Services can then run as `role` with OBOL_MIGRATIONS=verify."""
+    s, r = f'"{_checked_schema(schema)}"', f'"{checked_identifier(role, "role name")}"'
+    await conn.execute(
+        f"""GRANT USAGE ON SCHEMA {s} TO {r};
+        GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO {r};
+        GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {s} TO {r};
+        ALTER DEFAULT PRIVILEGES IN SCHEMA {s}
+            GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {r};
+        ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT USAGE, SELECT ON SEQUENCES TO {r};"""
+    )
 
 
 async def prepare_schema(

@@ -1,16 +1,16 @@
-"""Obol's services on a database role without DDL rights (deploy/postgres/runtime-role.sql):
-`obol migrate` runs as the owner, then every service and the write-behind, as real
-processes with OBOL_MIGRATIONS=verify, run as the runtime role, which can read and write
-rows and nothing else."""
+"""Obol's services on a database role without DDL rights: `obol migrate --grant-to` runs as
+the owner, then every service and the write-behind, as real processes with
+OBOL_MIGRATIONS=verify, run as the runtime role, which can read and write rows and
+nothing else."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import asyncpg
 import grpc.aio
@@ -25,34 +25,37 @@ from obol_cli.launcher import StackInfo
 
 from .wallet_flow import charged_wallet, written_transactions
 
-GRANTS = Path(__file__).parents[2] / "deploy" / "postgres" / "runtime-role.sql"
 ROLE = "obol_runtime"
 
 
 @pytest.fixture(scope="module")
 def runtime_database(embedded_postgres: EmbeddedPostgres) -> str:
-    """A new database migrated by its owner, the grants applied: the runtime role's DSN."""
+    """A new database, the runtime role, then `obol migrate --grant-to` as the owner: the
+    runtime role's DSN."""
     name = f"runtime_{uuid.uuid4().hex[:12]}"
     owner_url = embedded_postgres.create_database(name)
 
     async def prepare() -> None:
-        migrate = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "obol_cli", "migrate"),
-            env=os.environ | {"DATABASE_URL": owner_url},
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        output, _ = await migrate.communicate()
-        assert migrate.returncode == 0, output.decode()
         conn = await asyncpg.connect(owner_url)
         try:
             if not await conn.fetchval("SELECT true FROM pg_roles WHERE rolname = $1", ROLE):
                 await conn.execute(f"CREATE ROLE {ROLE} LOGIN")  # roles are cluster-wide
-            await conn.execute(GRANTS.read_text())
         finally:
             await conn.close()
 
     asyncio.run(prepare())
+    migrate = subprocess.run(
+        [sys.executable, "-m", "obol_cli", "migrate", "--grant-to", ROLE],
+        env=os.environ | {"DATABASE_URL": owner_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert migrate.returncode == 0, migrate.stderr
+    assert f"obol: granted {ROLE} row privileges on schemas wallet, pricing, costs" in (
+        migrate.stdout
+    )
     return f"postgres://{ROLE}@{HOST}:{embedded_postgres.port}/{name}"
 
 

@@ -89,3 +89,14 @@ def test_migrate_reports_an_unreachable_database(fresh_database: str) -> None:
     result = obol("migrate", "--database-url", unreachable, env={**os.environ})
     assert result.returncode == 1
     assert "obol: error: cannot connect to the database" in result.stderr
+
+
+def test_migrate_grant_to_refuses_a_bad_or_unknown_role(fresh_database: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(FAKES), "DATABASE_URL": fresh_database}
+    bad = obol("migrate", "--grant-to", "Robert'); DROP TABLE x;--", env=env)
+    assert bad.returncode == 1
+    assert "obol: error: --grant-to: invalid role name" in bad.stderr
+    assert bad.stdout == ""  # refused before connecting: nothing migrated
+    unknown = obol("migrate", "--grant-to", "no_such_role", env=env)
+    assert unknown.returncode == 1
+    assert "obol: error: --grant-to: role no_such_role does not exist" in unknown.stderr
