@@ -593,12 +593,36 @@ def test_telemetry_endpoint(overlay: tuple[str, list[Doc]]) -> None:
 # --------------------------------------------------------------------------- data stores
 
 
+def test_prod_services_run_without_ddl_rights(prod: list[Doc], dev: list[Doc]) -> None:
+    """Prod: the migration Job migrates as the owner and grants the runtime role; every
+    other workload connects as that role and only verifies. Dev keeps one owner role."""
+
+    def database_key(container: Doc) -> str | None:
+        for entry in iter_env(container):
+            if entry["name"] == "DATABASE_URL":
+                return str(entry["valueFrom"]["secretKeyRef"]["key"])
+        return None
+
+    assert config_value(prod, "OBOL_MIGRATIONS") == "verify"
+    migrate = containers(get(prod, "Job", "obol-migrate"))[0]
+    assert database_key(migrate) == "DATABASE_URL_OWNER"
+    assert env_value(migrate, "OBOL_RUNTIME_ROLE") == "obol_runtime"
+    others = [w for w in workloads(prod) if w["kind"] != "Job"]
+    keys = {database_key(c) for w in others for c in containers(w)} - {None}
+    assert keys == {"DATABASE_URL"}
+
+    dev_config = find_prefixed(dev, "ConfigMap", "obol-config")["data"]
+    assert dev_config.get("OBOL_MIGRATIONS", "apply") == "apply"
+    assert database_key(containers(get(dev, "Job", "obol-migrate"))[0]) == "DATABASE_URL"
+
+
 def test_prod_leaves_data_stores_out(prod: list[Doc]) -> None:
     for kind in ("Cluster", "RedisCluster", "Secret", "OpenTelemetryCollector"):
         assert not by_kind(prod, kind), f"prod renders a {kind}"
     secret = get(prod, "ExternalSecret", "obol-secrets")
     assert secret["spec"]["target"]["name"] == "obol-secrets"
-    assert {d["secretKey"] for d in secret["spec"]["data"]} == SECRET_ENV
+    # The owner's URL too, for the migration Job alone (services run without DDL rights).
+    assert {d["secretKey"] for d in secret["spec"]["data"]} == SECRET_ENV | {"DATABASE_URL_OWNER"}
     namespace = get(prod, "Namespace", "obol")
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 
