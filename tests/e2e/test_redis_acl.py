@@ -5,15 +5,14 @@ else."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import sys
 from collections.abc import Iterator
 
 import grpc.aio
 import pytest
 import redis
 import redis.exceptions
+from infra.cli import run_obol
 from infra.redis_acl import PASSWORD, create_obol_user, refusals
 from infra.stack import running_stack
 from obol.wallet.v1 import wallet_pb2, wallet_pb2_grpc
@@ -86,15 +85,9 @@ async def _use_the_wallet(stack: StackInfo) -> None:
 async def _obol(stack: StackInfo, *args: str) -> str:
     """`obol <args>` on the stack's storage (so as the same user); its output."""
     urls = {"DATABASE_URL": stack.database_url, "REDIS_URL": stack.redis_url}
-    process = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "obol_cli", *args),
-        env=os.environ | urls,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    output, _ = await process.communicate()
-    assert process.returncode == 0, output.decode()
-    return output.decode()
+    code, output = await run_obol(os.environ | urls, *args)
+    assert code == 0, output
+    return output
 
 
 def test_the_user_can_do_nothing_else(acl_redis: EmbeddedRedis) -> None:

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 
 import asyncpg
 import grpc.aio
 import pytest
+from infra.cli import run_obol
 from infra.stack import running_stack
 from obol.costs.v1 import costs_pb2, costs_pb2_grpc
 from obol.type.v1 import usage_pb2
@@ -44,18 +43,11 @@ def runtime_database(embedded_postgres: EmbeddedPostgres) -> str:
             await conn.close()
 
     asyncio.run(prepare())
-    migrate = subprocess.run(
-        [sys.executable, "-m", "obol_cli", "migrate", "--grant-to", ROLE],
-        env=os.environ | {"DATABASE_URL": owner_url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    code, output = asyncio.run(
+        run_obol(os.environ | {"DATABASE_URL": owner_url}, "migrate", "--grant-to", ROLE)
     )
-    assert migrate.returncode == 0, migrate.stderr
-    assert f"obol: granted {ROLE} row privileges on schemas wallet, pricing, costs" in (
-        migrate.stdout
-    )
+    assert code == 0, output
+    assert f"obol: granted {ROLE} row privileges on schemas wallet, pricing, costs" in output
     return f"postgres://{ROLE}@{HOST}:{embedded_postgres.port}/{name}"
 
 

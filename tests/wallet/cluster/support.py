@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import sys
 import tempfile
 from collections import Counter
-from collections.abc import Awaitable, Iterator, Mapping
+from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -90,19 +89,3 @@ async def outcomes(calls: list[Awaitable[object]]) -> Counter[str]:
         else:
             counts["OK"] += 1
     return counts
-
-
-async def obol(env: Mapping[str, str], *args: str) -> tuple[int, str]:
-    """`python -m obol_cli ARGS` as a real process; (exit code, output)."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "obol_cli",
-        *args,
-        env=dict(env),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    output, _ = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, output.decode()

@@ -12,6 +12,7 @@ import sys
 
 import pytest
 from google.protobuf.duration_pb2 import Duration
+from infra.cli import run_obol
 from obol.wallet.v1 import wallet_pb2
 
 from obol_cli.commands.reconcile import stream_backlog
@@ -26,7 +27,7 @@ from obol_wallet.writebehind import WriteBehind
 from ..grpc.harness import PARTITIONS, USD, WalletApi, selector, usd
 from ..postgres import ops
 from ..postgres.support import START_MS, new_wallet
-from .support import DOLLAR, master_of, obol, wallets_on_every_master
+from .support import DOLLAR, master_of, wallets_on_every_master
 
 # Per wallet, _activity makes: top-up, authorize, capture, authorize, void, 3 charges,
 # authorize (left open).
@@ -126,13 +127,13 @@ async def test_the_ledger_written_behind_from_every_master_matches_redis(
     )
 
     env = _env(fresh_database, redis_cluster)
-    code, output = await obol(env, "reconcile")
+    code, output = await run_obol(env, "reconcile")
     assert code == 0, output
     assert f"reconciled {await _wallet_count(api)} wallets (redis): no drift" in output
 
     # The comparison is real: Postgres made to disagree is reported.
     await api.pool.execute("UPDATE wallets SET held = held + 1 WHERE wallet_id = $1", wallets[-1])
-    code, output = await obol(env, "reconcile")
+    code, output = await run_obol(env, "reconcile")
     assert code == 1
     assert f"DRIFT wallet {wallets[-1]}: held" in output
 
@@ -194,7 +195,7 @@ async def test_rebuild_restores_a_lost_hot_state_onto_the_cluster(
         await api.backend.drop_hot_state(wallet_id)
         with pytest.raises(WalletNotHydrated):
             await api.backend.balance(wallet_id, api.clock.now_ms())
-    code, output = await obol(_env(fresh_database, redis_cluster), "rebuild")
+    code, output = await run_obol(_env(fresh_database, redis_cluster), "rebuild")
     assert code == 0, output
     assert all(f"rebuilt {wallet_id}" in output for wallet_id in wallets)
     assert f"{len(wallets)} of {await _wallet_count(api)} wallets rebuilt" in output

@@ -3,13 +3,12 @@ until `obol rebuild` restores it from Postgres (plus the unconsumed stream), exa
 
 from __future__ import annotations
 
-import asyncio
 import os
-import sys
 
 import grpc
 import grpc.aio
 import pytest
+from infra.cli import run_obol
 from obol.wallet.v1 import wallet_pb2
 
 from obol_wallet.partitions import keys_for
@@ -18,20 +17,6 @@ from obol_wallet.redis_backend import RedisBackend
 from .harness import PARTITIONS, WalletApi, selector, usd
 
 DOLLAR = 1_000_000_000
-
-
-async def _obol(*args: str, env: dict[str, str]) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "obol_cli",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    output, _ = await process.communicate()
-    return process.returncode or 0, output.decode()
 
 
 async def test_missing_hot_state_fails_closed_until_rebuilt(
@@ -72,7 +57,7 @@ async def test_missing_hot_state_fails_closed_until_rebuilt(
         "REDIS_URL": f"redis://{connection['host']}:{connection['port']}/{connection['db']}",
         "OBOL_WALLET_PARTITIONS": str(PARTITIONS),
     }
-    code, output = await _obol("rebuild", "--apply-stream", env=env)
+    code, output = await run_obol(env, "rebuild", "--apply-stream")
     assert code == 0, output
     hot = keys_for(wallet_id, PARTITIONS).wallet
     assert await api.redis.hget(hot, "tu_rule") == b"1"  # the auto top-up rule is back too
@@ -81,5 +66,5 @@ async def test_missing_hot_state_fails_closed_until_rebuilt(
         wallet_pb2.CaptureRequest(request_id="fc-cap", hold_id=hold.hold_id, amount=usd(DOLLAR))
     )
     assert captured.available.amount == 4 * DOLLAR
-    code, output = await _obol("reconcile", env=env)
+    code, output = await run_obol(env, "reconcile")
     assert code == 0, output

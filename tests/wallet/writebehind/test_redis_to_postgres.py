@@ -3,15 +3,14 @@ the ledger tools (`obol verify`, `obol reconcile`, `obol rebuild`) as real proce
 
 from __future__ import annotations
 
-import asyncio
 import os
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import asyncpg
 import pytest
 import pytest_asyncio
+from infra.cli import run_obol
 
 from obol_core.redis import RedisClient
 from obol_wallet import ledger_queries
@@ -41,18 +40,7 @@ class Setup:
         return wallet_id
 
     async def obol(self, *args: str) -> tuple[int, str]:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "obol_cli",
-            *args,
-            env=self.env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        output, _ = await process.communicate()
-        assert process.returncode is not None
-        return process.returncode, output.decode()
+        return await run_obol(self.env, *args)
 
 
 @pytest_asyncio.fixture
