@@ -14,6 +14,7 @@ import asyncpg
 import grpc
 import grpc.aio
 import pytest
+from infra.cli import run_obol
 from obol.wallet.v1 import wallet_pb2
 
 from obol_cli.commands.rebuild import rebuild_hot_state
@@ -34,7 +35,6 @@ from .test_auto_top_up import (
     _rule,
     _set,
 )
-from .test_fail_closed import _obol
 
 RETENTION_SECONDS = 7 * 86400
 
@@ -155,7 +155,7 @@ async def test_an_attempt_charged_before_redis_was_lost_completes_once_after_reb
         "REDIS_URL": f"redis://{connection['host']}:{connection['port']}/{connection['db']}",
         "OBOL_WALLET_PARTITIONS": str(PARTITIONS),
     }
-    code, output = await _obol("rebuild", env=env)
+    code, output = await run_obol(env, "rebuild")
     assert code == 0, output
     assert f"obol: auto top-up attempt {attempt_id} is pending again" in output
     assert await _pending(api, wallet_id) == attempt_id
@@ -184,7 +184,7 @@ async def test_an_attempt_charged_before_redis_was_lost_completes_once_after_reb
 
     verified = await api.stub.VerifyLedger(wallet_pb2.VerifyLedgerRequest(wallet_id=wallet_id))
     assert verified.valid and verified.balance_matches
-    code, output = await _obol("reconcile", env=env)
+    code, output = await run_obol(env, "reconcile")
     assert code == 0, output
 
 
@@ -372,7 +372,7 @@ async def test_an_attempt_whose_grant_reached_the_ledger_is_not_pending_again(
 
 
 async def test_rebuild_help_no_longer_warns_about_lost_attempts() -> None:
-    code, output = await _obol("rebuild", "--help", env=dict(os.environ))
+    code, output = await run_obol(os.environ, "rebuild", "--help")
     assert code == 0, output
     assert "is not restored" not in output
     assert "pending again" in output
