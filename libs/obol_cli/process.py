@@ -3,7 +3,10 @@
 Every child runs in its own session, so a terminal's Ctrl-C reaches only `obol`, which then
 stops the children in order (services before the databases they use). Every child also
 gets a parent-death signal (Linux `PR_SET_PDEATHSIG`): if `obol` dies without cleaning up,
-even by SIGKILL, the kernel signals each child, so nothing is left running.
+even by SIGKILL, the kernel signals each child, so nothing is left running. The signal can
+come several times (the kernel sends it as each of `obol`'s threads dies, handing the child
+from one to the next), so a child's handler must be idempotent and must not block: the
+services' handlers only set an asyncio event.
 """
 
 from __future__ import annotations

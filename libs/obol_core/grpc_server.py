@@ -270,21 +270,34 @@ async def serve(
     *,
     on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
 ) -> None:
-    """Serve until SIGTERM or SIGINT, then shut down gracefully (see `RunningServer.stop`)."""
+    """Serve until SIGTERM or SIGINT, then shut down gracefully (see `RunningServer.stop`).
+
+    Later stop signals are logged and ignored until the drain is over: they do come in
+    bursts (a parent-death signal arrives once per thread of a killed `obol`; an impatient
+    operator), and must not cut the drain short. SIGKILL remains the way to stop at once.
+    """
     running = build_server(settings, services, readiness_checks, on_shutdown=on_shutdown)
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals = (signal.SIGTERM, signal.SIGINT)
+
+    def on_stop_signal(sig: signal.Signals) -> None:
+        if stop_requested.is_set():
+            _log.info("stop signal ignored: already stopping", signal=sig.name)
+        stop_requested.set()
+
     for sig in signals:
-        loop.add_signal_handler(sig, stop_requested.set)
+        loop.add_signal_handler(sig, on_stop_signal, sig)
     try:
         await running.start()
         await stop_requested.wait()
         _log.info("shutdown requested", grace_seconds=settings.shutdown_grace_seconds)
     finally:
-        for sig in signals:
-            loop.remove_signal_handler(sig)
-        await running.stop()
+        try:
+            await running.stop()
+        finally:
+            for sig in signals:
+                loop.remove_signal_handler(sig)
 
 
 def run_service(main: Coroutine[Any, Any, None]) -> None:

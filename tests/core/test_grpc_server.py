@@ -242,3 +242,49 @@ run_service(main())
     assert result.stderr.strip() == (
         "SettingsError: OBOL_WALLET_PORT must be an integer between 1 and 65535, got 'x'"
     )
+
+
+def test_repeated_stop_signals_do_not_cut_the_drain_short() -> None:
+    # In a child process: it gets real signals, and a bug here would kill the test run.
+    script = """
+import asyncio, sys
+from obol_core.grpc_server import run_service, serve
+from obol_core.logging import configure_logging
+from obol_core.settings import CommonSettings
+
+async def main() -> None:
+    settings = CommonSettings.from_env("core-test", 0, "OBOL_TEST_PORT")
+    configure_logging(settings.service_name, "info", settings.log_format)
+
+    async def slow_close() -> None:
+        print("closing", flush=True)
+        await asyncio.sleep(1.5)
+        print("closed", flush=True)
+
+    await serve(settings, [], [], on_shutdown=[slow_close])
+
+run_service(main())
+"""
+    port = free_port()
+    env = {**os.environ, "OBOL_TEST_PORT": str(port), "OBOL_AUTH": "disabled"}
+    env.pop("OBOL_SHUTDOWN_DELAY_SECONDS", None)
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None
+    lines: list[str] = []
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        grpc.channel_ready_future(channel).result(timeout=30)
+    child.send_signal(signal.SIGTERM)
+    for line in child.stdout:
+        lines.append(line)
+        if line.strip() == "closing":
+            break
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGTERM):
+        child.send_signal(sig)
+    lines.extend(child.stdout)
+    assert child.wait(timeout=30) == 0, "".join(lines)
+    output = "".join(lines)
+    assert "closed\n" in output, output
+    assert output.count("stop signal ignored: already stopping") >= 1, output
+    assert "server stopped" in output

@@ -10,6 +10,7 @@ state directory makes it exit with code 4.
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
@@ -39,16 +40,21 @@ def main(name: str, port_env: str | None = None) -> None:
     stop = _serve_http(port, ready) if name == "portal" else _serve_grpc(port, ready)
     print(f"fake {name} listening on 127.0.0.1:{port}", flush=True)
 
-    def on_sigterm(_signum: int, _frame: object) -> None:
-        print(f"fake {name} got SIGTERM", flush=True)
-        stop()
-        sys.exit(0)
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-    while not (state / f"{name}.die").exists():
+    # SIGTERM can come several times: when `obol` is SIGKILLed, the kernel sends the
+    # parent-death signal as each of its threads dies (this process is handed from one dying
+    # thread to the next), spread out under CPU load. So the handler only appends to a list,
+    # which cannot block; stopping inside it deadlocked when it re-entered itself.
+    terminated: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, _frame: terminated.append(signum))
+    while not terminated:
+        if (state / f"{name}.die").exists():
+            print(f"fake {name} dying", flush=True)
+            os._exit(4)
         time.sleep(0.1)
-    print(f"fake {name} dying", flush=True)
-    os._exit(4)
+    with contextlib.suppress(BrokenPipeError):  # `obol` may be gone (killed)
+        print(f"fake {name} got SIGTERM", flush=True)
+    stop()
+    sys.exit(0)
 
 
 def _serve_grpc(port: int, ready: bool) -> Callable[[], None]:
