@@ -20,6 +20,18 @@ from .helpers import alive
 from .obol_process import FAKES, ObolProcess, describe, leftovers, wait_no_leftovers
 
 RUNNING = "Obol is running."
+NAME_WIDTH = max(len(service.name) for service in SERVICES)
+
+
+def prefix(name: str) -> str:
+    """How `obol run` prefixes a child's output lines."""
+    return f"{name:<{NAME_WIDTH}} | "
+
+
+def summary_rows(output: str) -> list[str]:
+    """The rows of the summary table printed once everything is up."""
+    after = output.split(RUNNING + "\n\n", 1)[1]
+    return after.split("\n\n", 1)[0].splitlines()
 
 
 @pytest.fixture
@@ -69,8 +81,15 @@ def test_run_starts_everything_and_stops_cleanly_on_sigterm(
     run.wait_for(RUNNING)
 
     wallet_port = run_env["OBOL_WALLET_PORT"]
-    assert f"wallet   | fake wallet listening on 127.0.0.1:{wallet_port}" in run.lines
-    assert "portal   | fake portal listening" in run.output
+    assert f"{prefix('wallet')}fake wallet listening on 127.0.0.1:{wallet_port}" in run.lines
+    assert f"{prefix('portal')}fake portal listening" in run.output
+    labels = [s.name for s in SERVICES] + ["Postgres", "Redis", "data dir", "API key"]
+    rows = summary_rows(run.output)
+    pairs = list(zip(labels, rows, strict=True))
+    assert all(row[2:].startswith(label + " ") for label, row in pairs), rows
+    assert f"  writebehind  grpc  127.0.0.1:{run_env['OBOL_WRITEBEHIND_HEALTH_PORT']}" in rows
+    value_columns = {len(row) - len(row[2 + len(label) :].lstrip()) for label, row in pairs}
+    assert len(value_columns) == 1, f"summary columns not aligned: {rows}"
     assert f"http://127.0.0.1:{run_env['OBOL_PORTAL_PORT']}/" in run.output
     assert "obol: loading demo data (first run)" in run.lines
     assert (data / "demo-data-loaded").exists()
@@ -95,7 +114,7 @@ def test_run_starts_everything_and_stops_cleanly_on_sigterm(
     run.signal(signal.SIGTERM)
     assert run.wait() == 0
     assert "obol: SIGTERM received; stopping" in run.lines
-    assert "wallet   | fake wallet got SIGTERM" in run.lines
+    assert f"{prefix('wallet')}fake wallet got SIGTERM" in run.lines
     assert not any(alive(pid) for pid in grandchildren)
 
     # Second run on the same data: same key, no demo data reload; Ctrl-C stops it.

@@ -78,9 +78,13 @@ def _redacted(url: str) -> str:
     return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
 
 
+# Width of the names in the output's left column (log prefixes and the summary).
+_NAME_WIDTH = max(len(service.name) for service in SERVICES)
+
+
 def run(args: argparse.Namespace) -> int:
     # Created first so all output shares its lock; entered (stopped) after the databases.
-    supervisor = Supervisor(sys.stdout)
+    supervisor = Supervisor(sys.stdout, label_width=_NAME_WIDTH)
 
     def say(message: str) -> None:
         supervisor.write(f"obol: {message}")
@@ -107,20 +111,20 @@ def _run(
     say(f"data directory {directory}")
     with ExitStack() as stack:
         try:
-            storage: list[str] = []
+            storage: list[tuple[str, str]] = []
             if database_url := os.environ.get("DATABASE_URL", "").strip():
                 say(f"using DATABASE_URL {_redacted(database_url)}")
-                storage.append(f"Postgres  {_redacted(database_url)} (DATABASE_URL)")
+                storage.append(("Postgres", f"{_redacted(database_url)} (DATABASE_URL)"))
             else:
                 postgres = EmbeddedPostgres(
                     directory / "postgres", env_port(os.environ, "OBOL_EMBEDDED_PG_PORT", 54329)
                 )
                 _start(stack, postgres, say)
                 database_url = postgres.url
-                storage.append(f"Postgres  {database_url} (embedded, {postgres.data_dir})")
+                storage.append(("Postgres", f"{database_url} (embedded, {postgres.data_dir})"))
             if redis_url := os.environ.get("REDIS_URL", "").strip():
                 say(f"using REDIS_URL {_redacted(redis_url)}")
-                storage.append(f"Redis     {_redacted(redis_url)} (REDIS_URL)")
+                storage.append(("Redis", f"{_redacted(redis_url)} (REDIS_URL)"))
             else:
                 redis = EmbeddedRedis(
                     directory / "redis", env_port(os.environ, "OBOL_EMBEDDED_REDIS_PORT", 63799)
@@ -128,8 +132,11 @@ def _run(
                 _start(stack, redis, say)
                 redis_url = redis.url
                 storage.append(
-                    f"Redis     {redis_url} (embedded, AOF appendfsync={redis.appendfsync}, "
-                    f"{redis.data_dir})"
+                    (
+                        "Redis",
+                        f"{redis_url} (embedded, AOF appendfsync={redis.appendfsync}, "
+                        f"{redis.data_dir})",
+                    )
                 )
             api_key = demo_api_key(directory)
             base = {"OBOL_LOG_FORMAT": "console", **os.environ}
@@ -161,17 +168,22 @@ def _start(
     say(f"{server.name} is ready ({time.monotonic() - started:.1f}s)")
 
 
-def _summary(info: StackInfo, directory: Path, storage: list[str]) -> str:
-    lines = ["", "Obol is running.", ""]
+def _summary(info: StackInfo, directory: Path, storage: list[tuple[str, str]]) -> str:
+    rows: list[tuple[str, str]] = []
     for service in SERVICES:
         address = info.addresses[service.name]
         where = f"http://{address}/" if service.kind is Kind.HTTP else address
-        lines.append(f"  {service.name:<9} {service.kind:<5} {where}")
-    lines += [f"  {line}" for line in storage]
+        rows.append((service.name, f"{service.kind:<5} {where}"))
+    rows += storage
+    rows += [
+        ("data dir", str(directory)),
+        ("API key", f"{info.api_key}  (demo admin key, also in {directory / DEMO_KEY_FILE})"),
+    ]
+    width = max(len(label) for label, _ in rows)
+    lines = ["", "Obol is running.", ""]
+    lines += [f"  {label:<{width}}  {text}" for label, text in rows]
     wallet = info.addresses["wallet"]
     lines += [
-        f"  data dir  {directory}",
-        f"  API key   {info.api_key}  (demo admin key, also in {directory / DEMO_KEY_FILE})",
         "",
         f"Portal: {info.portal_url}",
         "Try (grpcurl, the services serve reflection):",
