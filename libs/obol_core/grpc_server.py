@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -270,14 +270,27 @@ async def serve(
     *,
     on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
 ) -> None:
-    """Serve until SIGTERM or SIGINT, then shut down gracefully (see `RunningServer.stop`).
-
-    Later stop signals are logged and ignored until the drain is over: they do come in
-    bursts (a parent-death signal arrives once per thread of a killed `obol`; an impatient
-    operator), and must not cut the drain short. SIGKILL remains the way to stop at once.
-    """
+    """Serve until SIGTERM or SIGINT, then shut down gracefully (see `RunningServer.stop`)."""
     running = build_server(settings, services, readiness_checks, on_shutdown=on_shutdown)
     stop_requested = asyncio.Event()
+    with stop_signals(stop_requested):
+        try:
+            await running.start()
+            await stop_requested.wait()
+            _log.info("shutdown requested", grace_seconds=settings.shutdown_grace_seconds)
+        finally:
+            await running.stop()
+
+
+@contextlib.contextmanager
+def stop_signals(stop_requested: asyncio.Event) -> Iterator[None]:
+    """For the block: SIGTERM and SIGINT set `stop_requested`.
+
+    Later stop signals are logged and ignored until the block ends (the drain is inside
+    it): they do come in bursts (a parent-death signal arrives once per thread of a killed
+    `obol`; an impatient operator), and must not cut the drain short. SIGKILL remains the
+    way to stop at once.
+    """
     loop = asyncio.get_running_loop()
     signals = (signal.SIGTERM, signal.SIGINT)
 
@@ -289,15 +302,10 @@ async def serve(
     for sig in signals:
         loop.add_signal_handler(sig, on_stop_signal, sig)
     try:
-        await running.start()
-        await stop_requested.wait()
-        _log.info("shutdown requested", grace_seconds=settings.shutdown_grace_seconds)
+        yield
     finally:
-        try:
-            await running.stop()
-        finally:
-            for sig in signals:
-                loop.remove_signal_handler(sig)
+        for sig in signals:
+            loop.remove_signal_handler(sig)
 
 
 def run_service(main: Coroutine[Any, Any, None]) -> None:

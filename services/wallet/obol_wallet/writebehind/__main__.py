@@ -28,10 +28,9 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import signal
 import socket
 
-from obol_core.grpc_server import ReadinessCheck, build_server, run_service
+from obol_core.grpc_server import ReadinessCheck, build_server, run_service, stop_signals
 from obol_core.logging import configure_logging
 from obol_core.postgres import check_postgres, create_pool, prepare_schema
 from obol_core.redis import check_redis, create_redis
@@ -100,16 +99,14 @@ async def main() -> None:
         ],
     )
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await health.start()
-    try:
-        await worker.run_until(stop)
-    finally:
-        await health.stop()
-        await pool.close()
-        await redis.aclose()
+    with stop_signals(stop):
+        await health.start()
+        try:
+            await worker.run_until(stop)
+        finally:
+            await health.stop()
+            await pool.close()
+            await redis.aclose()
 
 
 if __name__ == "__main__":
